@@ -1,0 +1,85 @@
+"""Base class of the pair, triplet and proxy losses (METHOD §1.5)."""
+
+import keras
+from keras import ops
+
+from ccpdml.layers.ball_normalization import ball_normalize
+from ccpdml.losses.pairwise import (
+    label_vector,
+    negative_inner_product,
+    pair_masks,
+    pairwise_distance,
+)
+
+_DISTANCES = {"l2": pairwise_distance, "negative_inner_product": negative_inner_product}
+
+
+class MetricLoss(keras.losses.Loss):
+    """Scalar metric-learning loss over a [N, M] pair matrix (METHOD §1.5).
+
+    `compute` Lipschitz-normalises the embeddings and references with `ball_normalize`, builds the
+    matrix selected by the class attribute `distance` ("l2": non-squared Euclidean with the
+    original gradient; "negative_inner_product": −x̂·r̂) with rows = samples and columns =
+    references (or the batch itself, self-pairs excluded, when no references are given), builds
+    the pair masks and calls `loss_from_matrix(matrix, pos_mask, neg_mask)`, which subclasses
+    implement. Subclasses that need more than the matrix (e.g. the proxy layout) override
+    `compute` and may use `prepare`.
+
+    Args:
+        name: loss name (default: snake-case class name).
+        reduction: Keras reduction, applied to the scalar (a no-op for the default).
+        dtype: computation dtype (default floatx, float32).
+        **kwargs: passed to `keras.losses.Loss`.
+    """
+
+    distance = "l2"
+
+    def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+        """Loss of samples against references (or in-batch when `ref_embeddings` is None).
+
+        Args:
+            labels: int [N] (float or [N, 1] accepted).
+            embeddings: raw float [N, D]; normalised inside.
+            ref_labels: int [M] or None; required iff `ref_embeddings` is given.
+            ref_embeddings: raw float [M, D] or None (in-batch), in any class order.
+
+        Returns:
+            scalar tensor.
+        """
+        labels, embeddings, ref_labels, ref_embeddings = self.prepare(
+            labels, embeddings, ref_labels, ref_embeddings
+        )
+        matrix = _DISTANCES[self.distance](embeddings, ref_embeddings)
+        pos, neg = pair_masks(labels, ref_labels, dtype=matrix.dtype)
+        return self.loss_from_matrix(matrix, pos, neg)
+
+    def prepare(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+        """Validate and normalise inputs: int32 label vectors and ball-normalised float rows.
+
+        Returns:
+            (labels [N], embeddings [N, D], ref_labels [M] or None, ref_embeddings [M, D] or None).
+        """
+        if (ref_labels is None) != (ref_embeddings is None):
+            raise ValueError(
+                "Expected `ref_labels` and `ref_embeddings` to be both given (proxy/memory mode) "
+                "or both None (in-batch mode), received "
+                f"ref_labels={'None' if ref_labels is None else 'a tensor'} and "
+                f"ref_embeddings={'None' if ref_embeddings is None else 'a tensor'}."
+            )
+        labels = label_vector(labels)
+        embeddings = ball_normalize(ops.cast(embeddings, self.dtype))
+        if ref_embeddings is not None:
+            ref_labels = label_vector(ref_labels)
+            ref_embeddings = ball_normalize(ops.cast(ref_embeddings, self.dtype))
+        return labels, embeddings, ref_labels, ref_embeddings
+
+    def loss_from_matrix(self, matrix, pos_mask, neg_mask):
+        """Scalar loss from the [N, M] matrix and float pair masks; implemented by subclasses."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement loss_from_matrix(matrix, pos_mask, neg_mask) "
+            "or override compute()."
+        )
+
+    def call(self, y_true, y_pred):
+        """In-batch loss for `model.compile`: y_true = labels [N] or [N, 1], y_pred = [N, D]."""
+        return self.compute(y_true, y_pred)

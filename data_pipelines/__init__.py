@@ -1,0 +1,1 @@
+"""tf.data / TFDS input pipelines for ccpdml: benchmarks, the offline default, folds, samplers."""
