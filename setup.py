@@ -23,8 +23,10 @@ setup(
         "scikit-learn>=1.3",
         "pyyaml>=6.0",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # TFDS code_path needs it; recent etils no longer pulls it in
         "pillow>=9.0",
         "scipy>=1.10",
+        "tensorboard>=2.16",  # TensorBoard logs of every run (tensorflow 2.21 no longer pulls it in)
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],

@@ -1,0 +1,170 @@
+"""CCP step overhead and XLA: training-step time of CCP-contrastive vs plain contrastive.
+
+Builds the same embedding model (`build_embedding_model(backbone, ...)`, D = 128, frozen BN) four
+times: {plain `ContrastiveLoss()`, `CCPLoss(ContrastiveLoss(), ProxyBank(C, K))` + `bind`} ×
+{jit_compile False, True}, each compiled with `DMLAdam`. One training step = `train_on_batch` on a
+fixed synthetic batch of 32 = 8 classes × 4 samples. The proximal term is active (λ = 2e-4, as in
+every problem instance after the first). The four variants are interleaved within each round (the
+order rotates every round) so that load changes of the shared machine hit all of them alike; a
+round times `--steps` steps per variant after one warm-up round. Reported: median seconds/step
+per variant, and the CCP/plain ratio as the median over rounds of the per-round ratio.
+
+Usage:
+    python bench/bench_ccp_overhead.py --backbone small_cnn --input-size 32 [--json OUT]
+    python bench/bench_ccp_overhead.py --backbone bn_inception --input-size 96 [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed):
+    import keras
+
+    from ccpdml.layers import ProxyBank
+    from ccpdml.losses import CCPLoss, ContrastiveLoss
+    from ccpdml.models import build_embedding_model
+    from ccpdml.optimizers import DMLAdam
+
+    keras.utils.set_random_seed(seed)
+    net = build_embedding_model(backbone, input_shape, embedding_dim=128, freeze_bn=True)
+    if ccp:
+        bank = ProxyBank(num_classes, proxies_per_class, name="proxy_bank")
+        inputs = keras.Input(shape=input_shape, name="images")
+        model = keras.Model(inputs, bank(net(inputs)), name="ccp_model")
+        loss = CCPLoss(ContrastiveLoss(), bank)
+        loss.bind(model)
+        loss.ccp_lambda.assign(loss.lambda_for_instance(1))
+    else:
+        model, loss = net, ContrastiveLoss()
+    model.compile(optimizer=DMLAdam(learning_rate=1e-5), loss=loss, jit_compile=jit)
+    return model
+
+
+def _time_steps(model, x, y, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return (time.perf_counter() - start) / steps
+
+
+def run(args):
+    sys.path.insert(0, REPO)
+    import keras
+    import tensorflow as tf
+
+    size = args.input_size
+    channels = 1 if args.channels == 1 else 3
+    input_shape = (size, size, channels)
+    rng = np.random.default_rng(0)
+    classes = rng.choice(args.num_classes, args.classes_per_batch, replace=False)
+    y = np.repeat(classes, args.samples_per_class).astype("int32")
+    x = rng.standard_normal((y.size, *input_shape)).astype("float32")
+    x, y = tf.constant(x), tf.constant(y)
+
+    variants = {}
+    errors = {}
+    for jit in [False, True] if args.jit == "both" else [args.jit == "on"]:
+        for ccp in (False, True):
+            name = f"{'ccp' if ccp else 'plain'}_{'xla' if jit else 'noxla'}"
+            try:
+                model = _build(
+                    args.backbone,
+                    input_shape,
+                    args.num_classes,
+                    args.proxies_per_class,
+                    ccp,
+                    jit,
+                    seed=1,
+                )
+                start = time.perf_counter()
+                model.train_on_batch(x, y)  # trace + compile
+                compile_s = time.perf_counter() - start
+                _time_steps(model, x, y, max(1, args.steps // 2))  # warm-up
+                variants[name] = {"model": model, "compile_s": compile_s, "times": []}
+            except Exception as exc:  # report, e.g. an op XLA cannot compile
+                errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    names = list(variants)
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            v = variants[name]
+            v["times"].append(_time_steps(v["model"], x, y, args.steps))
+
+    out = {
+        "backbone": args.backbone,
+        "input_shape": list(input_shape),
+        "batch": int(y.shape[0]),
+        "classes_per_batch": args.classes_per_batch,
+        "samples_per_class": args.samples_per_class,
+        "num_classes": args.num_classes,
+        "proxies_per_class": args.proxies_per_class,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "variants": {},
+        "errors": errors,
+    }
+    for name, v in variants.items():
+        med = statistics.median(v["times"])
+        out["variants"][name] = {
+            "s_per_step_median": med,
+            "s_per_step_all": v["times"],
+            "steps_per_s": 1.0 / med,
+            "images_per_s": int(y.shape[0]) / med,
+            "first_step_s": v["compile_s"],
+            "num_params": int(v["model"].count_params()),
+        }
+    for tag in ("noxla", "xla"):
+        p, c = variants.get(f"plain_{tag}"), variants.get(f"ccp_{tag}")
+        if p and c:
+            ratios = [b / a for a, b in zip(p["times"], c["times"])]
+            out[f"ccp_over_plain_{tag}"] = statistics.median(ratios)
+            out[f"ccp_over_plain_{tag}_all"] = ratios
+    for kind in ("plain", "ccp"):
+        a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
+        if a and b:
+            ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
+            out[f"xla_speedup_{kind}"] = statistics.median(ratios)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="small_cnn", help="small_cnn or bn_inception")
+    parser.add_argument("--input-size", type=int, default=32, help="square input side")
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--num-classes", type=int, default=100, help="C of the ProxyBank")
+    parser.add_argument("--proxies-per-class", type=int, default=8)
+    parser.add_argument("--classes-per-batch", type=int, default=8)
+    parser.add_argument("--samples-per-class", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
+    parser.add_argument("--jit", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    out = run(args)
+    summary = {k: v for k, v in out.items() if not k.endswith("_all") and k != "variants"}
+    summary["s_per_step"] = {
+        k: round(v["s_per_step_median"], 5) for k, v in out["variants"].items()
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

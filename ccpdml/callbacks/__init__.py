@@ -1,0 +1,6 @@
+"""Training callbacks of ccpdml (METHOD §3.5, §4.8)."""
+
+from ccpdml.callbacks.ccp import CCPCallback
+from ccpdml.callbacks.validation import RetrievalValidation
+
+__all__ = ["CCPCallback", "RetrievalValidation"]

@@ -1,0 +1,259 @@
+"""Frozen dataclasses for experiment configs; defaults are the paper's protocol (METHOD §4.2).
+
+Every section rejects unknown keys (listing the valid ones and the YAML path), coerces YAML
+scalars to the declared types (e.g. the string "1e-5" that PyYAML yields for 1e-5 becomes a float)
+and validates values. `ExperimentConfig.from_dict` builds the whole tree.
+"""
+
+from dataclasses import dataclass, field
+
+from ccpdml.config.base import ConfigError, Section, check, choice, positive
+
+DATASETS = ("digit_pairs", "cub200", "cars196", "sop", "inshop")
+PREPROCESSINGS = ("caffe_bgr", "resnet", "digits")
+POOLINGS = ("avg", "max", "avg+max")
+LOSS_NAMES = (
+    "contrastive",
+    "similarity_contrastive",
+    "triplet",
+    "multi_similarity",
+    "proxy_anchor",
+    "proxy_nca",
+    "soft_triple",
+)
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "soft_triple")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """Dataset, preprocessing, batch sampling and folds (METHOD §4.2, §4.5, §4.9).
+
+    `image_size` is the side of the square crop of the crop-based preprocessings (227 for
+    "caffe_bgr"); [s, s] is accepted as s; null keeps the native image shape ("digits").
+    `folds` are MLRC model ids in 1..num_folds (`mlrc_fold`); null trains all of them;
+    num_folds = 1 is the conventional protocol (one model on all training classes).
+    """
+
+    name: str
+    data_dir: str | None = None
+    image_size: int | None = 227
+    preprocessing: str = "caffe_bgr"
+    classes_per_batch: int = 8
+    samples_per_class: int = 4
+    num_folds: int = 4
+    folds: tuple[int, ...] | None = None
+    eval_batch_size: int = 128
+    candidate_batch_size: int = 128
+
+    @classmethod
+    def from_dict(cls, data, path=""):
+        size = data.get("image_size") if isinstance(data, dict) else None
+        if isinstance(size, (list, tuple)):
+            if len(size) != 2 or size[0] != size[1]:
+                raise ConfigError(
+                    f"'{path}.image_size': the crop is square; give one side (e.g. 227), "
+                    f"[side, side], or null for the native shape; got {list(size)}."
+                )
+            data = {**data, "image_size": size[0]}
+        return super().from_dict(data, path)
+
+    def __post_init__(self):
+        choice(self, "name", DATASETS)
+        choice(self, "preprocessing", PREPROCESSINGS)
+        check(
+            self.image_size is None or self.image_size > 0,
+            f"'image_size' must be > 0 or null, got {self.image_size}.",
+        )
+        positive(self, "classes_per_batch", "samples_per_class", "num_folds")
+        positive(self, "eval_batch_size", "candidate_batch_size")
+        if self.folds is not None:
+            bad = [f for f in self.folds if not 1 <= f <= self.num_folds]
+            check(
+                bool(self.folds) and not bad and len(set(self.folds)) == len(self.folds),
+                f"'folds' must be distinct model ids in 1..{self.num_folds} or null (all folds), "
+                f"got {list(self.folds)}.",
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """Backbone and embedding head (METHOD §4.3, D14)."""
+
+    backbone: str
+    weights: str | None = None
+    embedding_dim: int = 128
+    pooling: str = "avg"
+    freeze_bn: bool = True
+
+    def __post_init__(self):
+        check(bool(self.backbone), "'backbone' must be a non-empty backbone name.")
+        positive(self, "embedding_dim")
+        choice(self, "pooling", POOLINGS)
+
+
+@dataclass(frozen=True)
+class CCPConfig(Section):
+    """Chance-constrained proxies (METHOD §3.1, §7)."""
+
+    proxies_per_class: int = 8
+    pool_size: int = 12
+    regularization: float = 2e-4
+    decay: float = 1.0
+    in_batch_weight: float = 0.1
+    proxy_weight: float = 1.0
+    patience: int = 3
+    lagged_monitor: bool = True
+    random_init: bool = False
+
+    def __post_init__(self):
+        positive(self, "proxies_per_class", "pool_size", "patience")
+        check(
+            self.pool_size >= self.proxies_per_class,
+            f"'pool_size' ({self.pool_size}) must be >= 'proxies_per_class' "
+            f"({self.proxies_per_class}): k-center picks the proxies from the pool.",
+        )
+        for name in ("regularization", "decay", "in_batch_weight", "proxy_weight"):
+            check(getattr(self, name) >= 0, f"'{name}' must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
+class XBMConfig(Section):
+    """Cross-batch memory (METHOD §2.8)."""
+
+    batches_in_memory: int
+    start_at: int = 1000
+    memory_weight: float = 1.0
+    pair_weight: float = 1.0
+
+    def __post_init__(self):
+        positive(self, "batches_in_memory")
+        check(self.start_at >= 0, f"'start_at' must be >= 0, got {self.start_at}.")
+
+
+@dataclass(frozen=True)
+class LossConfig(Section):
+    """Loss name and constructor parameters, proxy settings, optional CCP or XBM wrapper."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+    proxies_per_class: int = 1
+    proxy_lr_multiplier: float = 1.0
+    ccp: CCPConfig | None = None
+    xbm: XBMConfig | None = None
+
+    def __post_init__(self):
+        choice(self, "name", LOSS_NAMES)
+        positive(self, "proxies_per_class", "proxy_lr_multiplier")
+        check(
+            self.ccp is None or self.xbm is None,
+            "'ccp' and 'xbm' cannot both be set; set one of them to null.",
+        )
+        if self.name in PROXY_LOSSES:
+            check(
+                self.ccp is None and self.xbm is None,
+                f"'{self.name}' is a proxy loss: CCP and XBM wrap pair-based losses only "
+                f"({', '.join(n for n in LOSS_NAMES if n not in PROXY_LOSSES)}).",
+            )
+        centers = self.params.get("centers_per_class")
+        if self.name == "soft_triple" and centers is not None:
+            check(
+                centers == self.proxies_per_class,
+                f"soft_triple: params.centers_per_class ({centers}) must equal "
+                f"proxies_per_class ({self.proxies_per_class}), the size of the proxy bank.",
+            )
+
+
+@dataclass(frozen=True)
+class OptimizerConfig(Section):
+    """DMLAdam: Adam + coupled L2 decay + clipping (METHOD §3.6, §4.6)."""
+
+    learning_rate: float = 1e-5
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    weight_decay: float = 1e-4
+    clip_global_norm: float | None = 10.0
+    clip_value: float | None = 10.0
+
+    def __post_init__(self):
+        positive(self, "learning_rate", "epsilon")
+        for name in ("beta_1", "beta_2"):
+            check(0 <= getattr(self, name) < 1, f"'{name}' must be in [0, 1).")
+        check(self.weight_decay >= 0, f"'weight_decay' must be >= 0, got {self.weight_decay}.")
+        for name in ("clip_global_norm", "clip_value"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"'{name}' must be > 0 or null, got {value}.")
+
+
+@dataclass(frozen=True)
+class TrainingConfig(Section):
+    """Validation interval, early stopping and warm-up (METHOD §4.2, §4.7, §4.8)."""
+
+    validate_every: int = 25
+    max_validations: int = 10000
+    patience: int = 60
+    min_delta: float = 1e-5
+    monitor: str = "val_map_at_r"
+    warmup_validations: int = 0
+    freeze_backbone_during_warmup: bool = True
+    jit_compile: bool = False
+    checkpoint_every_validations: int = 1
+
+    def __post_init__(self):
+        positive(self, "validate_every", "max_validations", "patience")
+        positive(self, "checkpoint_every_validations")
+        check(self.min_delta >= 0, f"'min_delta' must be >= 0, got {self.min_delta}.")
+        check(self.warmup_validations >= 0, "'warmup_validations' must be >= 0.")
+        check(
+            self.monitor.startswith("val_"),
+            f"'monitor' must be a validation log key such as 'val_map_at_r', got {self.monitor!r}.",
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    """Test metrics (METHOD §6): R@k for `ks`, optional NMI, chunked kNN."""
+
+    ks: tuple[int, ...] = (1,)
+    nmi: bool = False
+    chunk_size: int = 1024
+
+    def __post_init__(self):
+        check(
+            bool(self.ks) and all(k > 0 for k in self.ks), f"'ks' must be positive ints: {self.ks}"
+        )
+        positive(self, "chunk_size")
+
+
+@dataclass(frozen=True)
+class DistributeConfig(Section):
+    """tf.distribute strategy selection."""
+
+    strategy: str = "default"
+    cross_replica_pairs: bool = True
+    devices: tuple[str, ...] | None = None
+    tpu: str | None = None
+
+    def __post_init__(self):
+        choice(self, "strategy", STRATEGIES)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Section):
+    """A whole experiment: `repeats` × `data.num_folds` models (METHOD §4.1, §4.10)."""
+
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    name: str = ""
+    seed: int = 0
+    repeats: int = 3
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
+
+    def __post_init__(self):
+        positive(self, "repeats")
+        check(self.seed >= 0, f"'seed' must be >= 0, got {self.seed}.")

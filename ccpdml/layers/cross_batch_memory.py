@@ -1,0 +1,148 @@
+"""Cross-batch memory: a FIFO of past embeddings and labels owned by the model (METHOD §2.8)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="ccpdml")
+class CrossBatchMemory(keras.layers.Layer):
+    """Ring buffer of the last B batches of raw embeddings and labels; `call` is the identity.
+
+    Placed on the embedding like `ProxyBank` (`emb = memory(emb)`) so that the model tracks and
+    saves it. `enqueue(embeddings, labels)` writes one batch into slot `pointer` (rows
+    [pointer·N, (pointer+1)·N)), then advances `pointer` modulo B, `filled` (written slots, at
+    most B) and `steps` (total enqueues; the original's `ptr`, METHOD §2.8 step 1). Embeddings are
+    stored raw (un-normalised), as the original. No gradient flows into the memory.
+
+    Args:
+        batches_in_memory: B, number of batches kept (e.g. 25 for CUB/Cars, 400 In-shop,
+            1400 SOP).
+        batch_size: N, rows written per `enqueue`; every batch must have exactly N rows.
+        embedding_dim: D, optional (default None: taken from the input at build time). When given,
+            the memory is built at construction.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Shapes:
+        input [N, D] → output [N, D] (identity). Weights (non-trainable): `embeddings`
+        [B·N, D] float (zeros), `labels` int32 [B·N] (−1 for never-written rows), `pointer`,
+        `filled`, `steps` int32 scalars.
+
+    Single-replica only: under a multi-replica strategy each replica would write its own shard
+    into the same slot.
+
+    Example:
+        >>> memory = CrossBatchMemory(batches_in_memory=25, batch_size=32, embedding_dim=128)
+        >>> memory.enqueue(embeddings, labels)
+    """
+
+    def __init__(self, batches_in_memory, batch_size, embedding_dim=None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        if int(batches_in_memory) < 1 or int(batch_size) < 1:
+            raise ValueError(
+                "Expected batches_in_memory >= 1 and batch_size >= 1, received "
+                f"batches_in_memory={batches_in_memory}, batch_size={batch_size}."
+            )
+        self.batches_in_memory = int(batches_in_memory)
+        self.batch_size = int(batch_size)
+        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+        if self.embedding_dim is not None:
+            self.build((None, self.embedding_dim))
+
+    @property
+    def memory_size(self):
+        """B·N rows."""
+        return self.batches_in_memory * self.batch_size
+
+    def build(self, input_shape=None):
+        dim = self.embedding_dim
+        input_dim = None if input_shape is None else input_shape[-1]
+        if dim is None:
+            dim = input_dim
+        if dim is None:
+            raise ValueError(
+                "CrossBatchMemory needs the embedding dimension: pass `embedding_dim=` or call the "
+                f"layer on an input with a known last dimension (received {input_shape})."
+            )
+        self._check_dim(input_dim, dim)
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.memory_size, int(dim)),
+            initializer="zeros",
+            trainable=False,
+        )
+        self.labels = self.add_weight(
+            name="labels",
+            shape=(self.memory_size,),
+            initializer=keras.initializers.Constant(-1),
+            dtype="int32",
+            trainable=False,
+        )
+        self.pointer = self._counter("pointer")
+        self.filled = self._counter("filled")
+        self.steps = self._counter("steps")
+        self.built = True
+
+    def _counter(self, name):
+        return self.add_weight(
+            name=name, shape=(), initializer="zeros", dtype="int32", trainable=False
+        )
+
+    def _check_dim(self, input_dim, dim):
+        if input_dim is not None and int(input_dim) != int(dim):
+            raise ValueError(
+                f"CrossBatchMemory stores embeddings of dimension {dim} but received inputs of "
+                f"dimension {input_dim}; set embedding_dim to the embedding size."
+            )
+
+    def call(self, inputs):
+        self._check_dim(inputs.shape[-1], self.embeddings.shape[-1])
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def enqueue(self, embeddings, labels):
+        """Write a batch (raw embeddings [N, D], labels [N] or [N, 1]) over the oldest slot."""
+        if not self.built:
+            self.build(tuple(embeddings.shape))
+        rows = embeddings.shape[0]
+        if rows is not None and rows != self.batch_size:
+            raise ValueError(
+                f"CrossBatchMemory(batch_size={self.batch_size}) received a batch of {rows} rows; "
+                "use batches of exactly batch_size rows (drop_remainder=True)."
+            )
+        self._check_dim(embeddings.shape[-1], self.embeddings.shape[-1])
+        embeddings = ops.cast(ops.stop_gradient(embeddings), self.embeddings.dtype)
+        labels = ops.convert_to_tensor(labels)
+        if "float" in str(labels.dtype):
+            labels = ops.round(labels)
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        start = self.pointer * self.batch_size
+        self.embeddings.assign(ops.slice_update(self.embeddings, (start, 0), embeddings))
+        self.labels.assign(ops.slice_update(self.labels, (start,), labels))
+        self.pointer.assign((self.pointer + 1) % self.batches_in_memory)
+        self.filled.assign(ops.minimum(self.filled + 1, self.batches_in_memory))
+        self.steps.assign_add(1)
+
+    def is_full(self):
+        """Boolean scalar: every slot has been written at least once."""
+        return ops.greater_equal(self.filled, self.batches_in_memory)
+
+    def reset(self):
+        """Empty the memory (zeros, labels −1, counters 0)."""
+        self.embeddings.assign(ops.zeros_like(self.embeddings))
+        self.labels.assign(ops.full_like(self.labels, -1))
+        for counter in (self.pointer, self.filled, self.steps):
+            counter.assign(0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "batches_in_memory": self.batches_in_memory,
+                "batch_size": self.batch_size,
+                "embedding_dim": self.embedding_dim,
+            }
+        )
+        return config

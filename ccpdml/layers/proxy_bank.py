@@ -1,0 +1,130 @@
+"""Trainable class proxies kept as a pass-through layer of the model (METHOD §1.6)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="ccpdml")
+class ProxyBank(keras.layers.Layer):
+    """K proxies per class, owned by the model graph; `call` returns its input unchanged.
+
+    Placing the bank on the embedding (`emb = bank(emb)`) makes the model track, train, save and
+    distribute the proxies. Layout as the original (METHOD §1.6): `proxies` is [C·K, D] and row r
+    belongs to class r mod C, i.e. rows [kC, (k+1)C) are the k-th copy of the proxies, one per
+    class; `proxy_labels` = tile(range(C), K).
+
+    Args:
+        num_classes: C, number of training classes.
+        proxies_per_class: K (default 1).
+        initializer: proxy initializer (default "he_normal": truncated normal with
+            std sqrt(2 / fan_in) / 0.8796, fan_in = C·K as for the [C·K, D] matrix).
+        embedding_dim: D, optional (default None: taken from the input at build time). When given,
+            the bank is built at construction, so it can be used without being called.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Shapes:
+        input [N, D] → output [N, D] (identity). Weights: `proxies` [C·K, D] (trainable),
+        `proxy_labels` int32 [C·K] (non-trainable).
+
+    Example:
+        >>> bank = ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4)
+        >>> bank.proxy_labels.numpy()  # [0, 1, 2, 0, 1, 2]
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        proxies_per_class=1,
+        initializer="he_normal",
+        embedding_dim=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_classes) < 1 or int(proxies_per_class) < 1:
+            raise ValueError(
+                "Expected num_classes >= 1 and proxies_per_class >= 1, received "
+                f"num_classes={num_classes}, proxies_per_class={proxies_per_class}."
+            )
+        self.num_classes = int(num_classes)
+        self.proxies_per_class = int(proxies_per_class)
+        self.initializer = keras.initializers.get(initializer)
+        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+        if self.embedding_dim is not None:
+            self.build((None, self.embedding_dim))
+
+    @property
+    def num_proxies(self):
+        """R = C·K."""
+        return self.num_classes * self.proxies_per_class
+
+    def build(self, input_shape=None):
+        dim = self.embedding_dim
+        input_dim = None if input_shape is None else input_shape[-1]
+        if dim is None:
+            dim = input_dim
+        if dim is None:
+            raise ValueError(
+                "ProxyBank needs the embedding dimension: pass `embedding_dim=` or call the layer "
+                f"on an input with a known last dimension (received input_shape={input_shape})."
+            )
+        self._check_dim(input_dim, dim)
+        self.proxies = self.add_weight(
+            name="proxies",
+            shape=(self.num_proxies, int(dim)),
+            initializer=self.initializer,
+            trainable=True,
+        )
+        labels = np.tile(np.arange(self.num_classes, dtype="int32"), self.proxies_per_class)
+        self.proxy_labels = self.add_weight(
+            name="proxy_labels",
+            shape=(self.num_proxies,),
+            initializer=lambda shape, dtype=None: ops.convert_to_tensor(labels, dtype="int32"),
+            dtype="int32",
+            trainable=False,
+        )
+        self.built = True
+
+    def _check_dim(self, input_dim, dim):
+        if input_dim is not None and int(input_dim) != int(dim):
+            raise ValueError(
+                f"ProxyBank holds proxies of dimension {dim} but received inputs of dimension "
+                f"{input_dim}; set embedding_dim to the embedding size."
+            )
+
+    def call(self, inputs):
+        self._check_dim(inputs.shape[-1], self.proxies.shape[-1])
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def proxies_by_class(self):
+        """Proxies as [C, K, D]: entry [c, k] is row k·C + c of `proxies`."""
+        k, c = self.proxies_per_class, self.num_classes
+        blocks = ops.reshape(self.proxies, (k, c, -1))
+        return ops.transpose(blocks, (1, 0, 2))
+
+    def assign_by_class(self, values):
+        """Assign proxies from a [C, K, D] tensor (inverse of `proxies_by_class`)."""
+        values = ops.convert_to_tensor(values, dtype=self.proxies.dtype)
+        expected = (self.num_classes, self.proxies_per_class, self.proxies.shape[-1])
+        if tuple(values.shape) != expected:
+            raise ValueError(
+                f"Expected proxies of shape [C, K, D] = {list(expected)}, received "
+                f"{list(values.shape)}."
+            )
+        flat = ops.reshape(ops.transpose(values, (1, 0, 2)), (self.num_proxies, -1))
+        self.proxies.assign(flat)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "proxies_per_class": self.proxies_per_class,
+                "initializer": keras.initializers.serialize(self.initializer),
+                "embedding_dim": self.embedding_dim,
+            }
+        )
+        return config

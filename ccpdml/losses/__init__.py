@@ -1,0 +1,46 @@
+"""Metric-learning losses of ccpdml and the registry that resolves their config names."""
+
+from ccpdml.losses.base import MetricLoss
+from ccpdml.losses.ccp import CCPLoss
+from ccpdml.losses.contrastive import ContrastiveLoss
+from ccpdml.losses.multi_similarity import MultiSimilarityLoss
+from ccpdml.losses.proxy_anchor import ProxyAnchorLoss
+from ccpdml.losses.proxy_nca import ProxyNCALoss
+from ccpdml.losses.similarity_contrastive import SimilarityContrastiveLoss
+from ccpdml.losses.soft_triple import SoftTripleLoss
+from ccpdml.losses.triplet import TripletLoss
+from ccpdml.losses.xbm import XBMLoss
+
+LOSSES = {
+    "contrastive": ContrastiveLoss,
+    "similarity_contrastive": SimilarityContrastiveLoss,
+    "triplet": TripletLoss,
+    "multi_similarity": MultiSimilarityLoss,
+    "proxy_anchor": ProxyAnchorLoss,
+    "proxy_nca": ProxyNCALoss,
+    "soft_triple": SoftTripleLoss,
+    "xbm": XBMLoss,
+}
+
+
+def get(name, **params):
+    """Instantiate the loss registered as `name` with `params` (names: the keys of `LOSSES`)."""
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}. Valid names: {', '.join(sorted(LOSSES))}.")
+    return LOSSES[name](**params)
+
+
+__all__ = [
+    "LOSSES",
+    "CCPLoss",
+    "ContrastiveLoss",
+    "MetricLoss",
+    "MultiSimilarityLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "SimilarityContrastiveLoss",
+    "SoftTripleLoss",
+    "TripletLoss",
+    "XBMLoss",
+    "get",
+]

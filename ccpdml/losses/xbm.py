@@ -1,0 +1,112 @@
+"""Cross-batch memory (XBM) wrapper around a pair-based loss (METHOD §2.8)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="ccpdml")
+class XBMLoss(keras.losses.Loss):
+    """In-batch loss plus the same loss of the batch against a memory of past batches (§2.8).
+
+    Per call, in the original's order:
+        1. `memory.enqueue(embeddings, labels)` (raw embeddings; `memory.steps` += 1);
+        2. ready = memory.steps ≥ start_at + B and every memory slot written;
+        3. L = pair_weight·base(in-batch) + memory_weight·(base(batch vs memory) if ready else 0).
+    The memory term uses `base_loss.compute(labels, embeddings, memory.labels, memory.embeddings)`
+    (memory under stop_gradient, normalised inside the base loss) and is only evaluated when
+    ready. The current batch is already in the memory and is not removed, so every sample is its
+    own positive at similarity ≈ 1 (METHOD §9 B10, as the original and the official XBM).
+    Never-written rows cannot contribute: with start_at ≥ 0 the memory is full once
+    steps ≥ start_at + B, and the `filled` check guards the term anyway (e.g. after a resumed
+    `steps` with a reset memory).
+
+    Every call enqueues, including evaluation calls (`model.evaluate`) made through `compile`.
+
+    Args:
+        base_loss: a `MetricLoss` (e.g. `SimilarityContrastiveLoss()`, the original's default C1).
+        memory: the `CrossBatchMemory` layer placed in the model (None only while
+            deserialising). Not serialised (a layer cannot be stored by value): `get_config`
+            stores None; pass it again with `XBMLoss.from_config(config, memory=memory)`.
+        start_at: steps before the memory term starts, counted like the original's pointer
+            (default 1000; must be ≥ 0).
+        memory_weight: weight of the memory term (default 1.0, the original's xbm_weight).
+        pair_weight: weight of the in-batch term (default 1.0, the original's pair_loss_weight).
+        **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
+
+    Shapes:
+        y_true [N] or [N, 1] int labels; y_pred [N, D] raw embeddings, N = memory.batch_size;
+        output scalar.
+
+    Example:
+        >>> memory = CrossBatchMemory(batches_in_memory=25, batch_size=32)
+        >>> emb = memory(head(features))
+        >>> model.compile(loss=XBMLoss(SimilarityContrastiveLoss(), memory), ...)
+    """
+
+    def __init__(
+        self, base_loss, memory, start_at=1000, memory_weight=1.0, pair_weight=1.0, **kwargs
+    ):
+        kwargs.setdefault("name", "xbm_loss")
+        super().__init__(**kwargs)
+        if int(start_at) < 0:
+            raise ValueError(f"Expected start_at >= 0, received {start_at}.")
+        if not hasattr(base_loss, "compute"):
+            raise ValueError(
+                "XBMLoss needs a ccpdml MetricLoss with compute(labels, embeddings, ref_labels, "
+                f"ref_embeddings) as base_loss, received {base_loss!r}."
+            )
+        self.base_loss = base_loss
+        self.memory = memory
+        self.start_at = int(start_at)
+        self.memory_weight = float(memory_weight)
+        self.pair_weight = float(pair_weight)
+
+    def ready(self):
+        """Boolean scalar: the memory term is active (steps ≥ start_at + B and memory full)."""
+        threshold = self.start_at + self.memory.batches_in_memory
+        return ops.logical_and(
+            ops.greater_equal(self.memory.steps, threshold), self.memory.is_full()
+        )
+
+    def call(self, y_true, y_pred):
+        memory = self.memory
+        if memory is None:
+            raise RuntimeError(
+                "XBMLoss has no memory: pass the model's CrossBatchMemory layer "
+                "(XBMLoss(base_loss, memory) or XBMLoss.from_config(config, memory=memory))."
+            )
+        memory.enqueue(y_pred, y_true)
+        loss = self.pair_weight * self.base_loss.compute(y_true, y_pred)
+
+        def memory_term():
+            ref_embeddings = ops.stop_gradient(ops.convert_to_tensor(memory.embeddings))
+            ref_labels = ops.convert_to_tensor(memory.labels)
+            value = self.base_loss.compute(y_true, y_pred, ref_labels, ref_embeddings)
+            return ops.cast(value, loss.dtype)
+
+        def no_term():
+            return ops.zeros((), dtype=loss.dtype)
+
+        if self.memory_weight == 0.0:
+            return loss
+        return loss + self.memory_weight * ops.cond(self.ready(), memory_term, no_term)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "base_loss": keras.saving.serialize_keras_object(self.base_loss),
+                "memory": None,
+                "start_at": self.start_at,
+                "memory_weight": self.memory_weight,
+                "pair_weight": self.pair_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, memory=None):
+        config = dict(config)
+        config["base_loss"] = keras.saving.deserialize_keras_object(config["base_loss"])
+        config["memory"] = memory
+        return cls(**config)

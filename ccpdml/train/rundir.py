@@ -1,0 +1,146 @@
+"""Run directory: exclusive lock, atomic writes, and the file layout of one experiment run.
+
+Layout of `runs/<experiment>/`::
+
+    config.yaml              resolved configuration (written once, checked on resume)
+    metrics.json             final test metrics and per-fold validation histories
+    folds/r<R>_f<K>/         one directory per (repeat, fold)
+        state/               resumable training state (written atomically every validation)
+        result.json          written last: its presence marks the fold as finished
+        test_embeddings.npy  test embeddings of this fold (for the 512-D ensemble)
+    export/fold_r<R>_f<K>/   SavedModel of each fold (images -> embeddings)
+    export/ensemble/         SavedModel of the concatenated ensemble
+    plots/                   PNG plots
+    logs/                    TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a torn file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """JSON version of `atomic_write_bytes` (numpy scalars are converted to Python numbers)."""
+
+    def _default(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_default).encode("utf-8"))
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+    """Save a numpy array atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class RunDirectory:
+    """The run directory of one experiment, held under an exclusive lock while training.
+
+    Args:
+        path: directory; created if missing.
+        lock: take the exclusive lock (`fcntl.flock` on `<path>/.lock`). A second process on the same
+            directory gets a `RuntimeError` naming the holder instead of corrupting the run.
+    """
+
+    def __init__(self, path: str, lock: bool = True):
+        self.path = os.path.abspath(path)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            probe = os.path.join(self.path, ".write-probe")
+            with open(probe, "w", encoding="utf-8") as handle:
+                handle.write("ok")
+            os.unlink(probe)
+        except OSError as exc:
+            raise PermissionError(
+                f"run directory {self.path!r} is not writable ({exc.strerror}); choose another "
+                "--workdir or fix its permissions"
+            ) from exc
+        self._lock_handle = None
+        if lock:
+            self._acquire_lock()
+
+    def _acquire_lock(self) -> None:
+        lock_path = os.path.join(self.path, ".lock")
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RuntimeError(
+                    f"run directory {self.path!r} is in use by another training process "
+                    f"({holder}); wait for it to finish or use another --workdir"
+                ) from exc
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def release(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    # Paths -------------------------------------------------------------------------------
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def fold_dir(self, repeat: int, fold: int) -> str:
+        path = self.file("folds", f"r{repeat}_f{fold}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def fold_export_dir(self, repeat: int, fold: int) -> str:
+        return self.file("export", f"fold_r{repeat}_f{fold}")
+
+    def fold_result(self, repeat: int, fold: int):
+        """The finished result of a fold, or None if it has not finished."""
+        path = os.path.join(self.fold_dir(repeat, fold), "result.json")
+        return read_json(path) if os.path.exists(path) else None

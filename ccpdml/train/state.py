@@ -1,0 +1,155 @@
+"""Resumable training state of one fold, saved atomically at every validation round.
+
+Everything that decides how training continues is stored in ONE `.npz` file, replaced atomically,
+so a run killed at any point (SIGKILL included) restarts from the last complete validation round:
+model variables (network, proxies, cross-batch memory), optimizer variables (Adam moments, step
+counter), CCP anchor and λ, the CCP schedule state, the early-stopping state with its best weights,
+and the per-round log history. A partial write can never be observed: `os.replace` is atomic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import keras
+import numpy as np
+
+from ccpdml.train.rundir import atomic_write_bytes
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` whose counters and best weights survive a restart."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._restored = None
+
+    def get_state(self) -> dict:
+        return {
+            "wait": int(self.wait),
+            "best": None if self.best is None else float(self.best),
+            "best_epoch": int(self.best_epoch),
+        }
+
+    def set_state(self, state: dict, best_weights) -> None:
+        self._restored = (dict(state), best_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._restored is not None:
+            state, best_weights = self._restored
+            self.wait = state["wait"]
+            self.best = state["best"]
+            self.best_epoch = state["best_epoch"]
+            self.best_weights = best_weights
+            self._restored = None
+
+
+def _variables_of(obj) -> list:
+    return list(getattr(obj, "variables", []) or []) if obj is not None else []
+
+
+class TrainingState(keras.callbacks.Callback):
+    """Saves and restores the whole training state of a fold (see module docstring).
+
+    Args:
+        path: the `.npz` file (its directory is created).
+        optimizer: the compiled optimizer (its variables are saved once built).
+        extra_variables: further variables to save (CCP anchor and λ, ...), matched by position in
+            this list, which the trainer builds the same way on every run.
+        stateful: objects with `get_state() -> dict` / `set_state(dict)` (the CCP callback).
+        early_stopping: a `ResumableEarlyStopping` or None.
+        every: save every this many epochs (validation rounds).
+    """
+
+    def __init__(
+        self,
+        path,
+        optimizer,
+        extra_variables=(),
+        stateful=None,
+        early_stopping=None,
+        every=1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.path = path
+        self.optimizer = optimizer
+        self.extra_variables = list(extra_variables)
+        self.stateful = dict(stateful or {})
+        self.early_stopping = early_stopping
+        self.every = max(1, int(every))
+        self.history: list[dict] = []
+
+    # Saving --------------------------------------------------------------------------------
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        entry["epoch"] = int(epoch)
+        self.history.append(entry)
+        if (epoch + 1) % self.every == 0 or self.model.stop_training:
+            self.save(epoch + 1)
+
+    def save(self, next_epoch: int) -> None:
+        arrays = {}
+        for i, value in enumerate(self.model.get_weights()):
+            arrays[f"model_{i}"] = value
+        for i, var in enumerate(_variables_of(self.optimizer)):
+            arrays[f"opt_{i}"] = keras.ops.convert_to_numpy(var)
+        for i, var in enumerate(self.extra_variables):
+            arrays[f"extra_{i}"] = keras.ops.convert_to_numpy(var)
+        meta = {
+            "next_epoch": int(next_epoch),
+            "history": self.history,
+            "stateful": {name: obj.get_state() for name, obj in self.stateful.items()},
+            "early_stopping": None,
+            "num_model": len(self.model.weights),
+            "num_opt": len(_variables_of(self.optimizer)),
+            "num_extra": len(self.extra_variables),
+        }
+        es = self.early_stopping
+        if es is not None:
+            meta["early_stopping"] = es.get_state()
+            for i, value in enumerate(es.best_weights or []):
+                arrays[f"esbest_{i}"] = value
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    # Restoring -----------------------------------------------------------------------------
+    def restore(self, model) -> int:
+        """Load the saved state into `model` & co.; returns the epoch to continue from (0 if none)."""
+        if not os.path.exists(self.path):
+            return 0
+        with np.load(self.path) as data:
+            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+            if meta["num_model"] != len(model.weights):
+                raise ValueError(
+                    f"the saved training state {self.path!r} holds {meta['num_model']} model "
+                    f"variables but the model built from the config has {len(model.weights)}: the "
+                    "config changed since the run started; use a new --workdir"
+                )
+            model.set_weights([data[f"model_{i}"] for i in range(meta["num_model"])])
+            if meta["num_opt"]:
+                self.optimizer.build(model.trainable_variables)
+                opt_vars = _variables_of(self.optimizer)
+                if len(opt_vars) != meta["num_opt"]:
+                    raise ValueError(
+                        f"optimizer state mismatch in {self.path!r}: saved {meta['num_opt']} "
+                        f"variables, the optimizer has {len(opt_vars)}; use a new --workdir"
+                    )
+                for i, var in enumerate(opt_vars):
+                    var.assign(data[f"opt_{i}"])
+            for i, var in enumerate(self.extra_variables[: meta["num_extra"]]):
+                var.assign(data[f"extra_{i}"])
+            for name, obj in self.stateful.items():
+                if name in meta["stateful"]:
+                    obj.set_state(meta["stateful"][name])
+            if self.early_stopping is not None and meta["early_stopping"] is not None:
+                count = sum(1 for key in data.files if key.startswith("esbest_"))
+                best = [data[f"esbest_{i}"] for i in range(count)] or None
+                self.early_stopping.set_state(meta["early_stopping"], best)
+        self.history = list(meta["history"])
+        return int(meta["next_epoch"])

@@ -1,0 +1,226 @@
+"""`Split` (labelled images with random access by index) and `DMLData` (a train/test pair).
+
+A `Split` is what every pipeline in `data_pipelines` consumes (folds, samplers, evaluation). It holds
+
+- `labels`: np.int32 [n]; training splits use 0..C-1 (the samplers and folds require it, METHOD §5.1),
+  test splits may use any ids (labels are only compared for equality);
+- `num_classes`: number of distinct labels;
+- an image *source*, one of
+  - ``"paths"``: np.str_ array [N] of image files, decoded with
+    ``tf.io.decode_image(channels=3, expand_animations=False)`` (JPEG, PNG, GIF, BMP);
+  - ``"encoded"``: object array [N] of encoded image bytes, decoded the same way;
+  - ``"pixels"``: np.uint8 array [N, H, W, C] of decoded images;
+- `rows`: np.int64 [n], row i of the split is source item ``rows[i]`` (subsets share the source).
+
+``split.load_image(i)`` is a TF function usable inside ``tf.data.Dataset.map``: int scalar tensor
+→ uint8 [H, W, C]. ``split.images()`` is the finite dataset of decoded images in row order.
+
+The source is captured by the tf.data graph, so "encoded" and "pixels" are meant for data that fits
+comfortably in memory (well under 2 GB); large benchmarks use "paths".
+
+Example (what a TFDS/loader module does)::
+
+    train = Split.from_paths(paths, labels)                       # labels 0..C-1
+    test = Split.from_encoded(jpeg_bytes, test_labels)
+    data = DMLData("cub200", train, test, image_shape=None, default_preprocessing="caffe_bgr")
+    fold_train, fold_val = data_pipelines.folds.mlrc_fold(data.train, fold=1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+SOURCE_KINDS = ("paths", "encoded", "pixels")
+
+
+def _infer_kind(source: np.ndarray) -> str:
+    if source.dtype.kind in ("U", "S"):
+        return "paths"
+    if source.dtype == object:
+        return "encoded"
+    if source.dtype == np.uint8 and source.ndim == 4:
+        return "pixels"
+    raise ValueError(
+        "Split source must be a str array of file paths, an object array of encoded image bytes or "
+        f"a uint8 array [N, H, W, C]; received dtype {source.dtype} with shape {source.shape}."
+    )
+
+
+class Split:
+    """Labelled images with random access by index, shared by folds, samplers and evaluation.
+
+    Args:
+        labels: int array [n], label of each row.
+        source: array of paths (str), encoded bytes (object) or pixels (uint8 [N, H, W, C]).
+        kind: one of "paths", "encoded", "pixels"; inferred from `source` when None (default).
+        rows: int array [n] of source indices of the rows; default `arange(len(labels))`.
+        name: free-form name used in messages and reprs (default "").
+    """
+
+    def __init__(self, labels, source, kind=None, rows=None, name=""):
+        source = np.asarray(source) if not isinstance(source, np.ndarray) else source
+        kind = kind or _infer_kind(source)
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"Unknown Split source kind {kind!r}; valid kinds: {SOURCE_KINDS}.")
+        if kind == "pixels" and (source.dtype != np.uint8 or source.ndim != 4):
+            raise ValueError(
+                f"A 'pixels' source must be uint8 [N, H, W, C]; received {source.dtype} "
+                f"{source.shape}. Add a channel axis with x[..., None] for grayscale."
+            )
+        self.labels = np.asarray(labels).astype(np.int32).reshape(-1)
+        self.rows = (
+            np.arange(len(self.labels), dtype=np.int64)
+            if rows is None
+            else np.asarray(rows, dtype=np.int64).reshape(-1)
+        )
+        if len(self.rows) != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.rows)} rows; need one each.")
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(source)):
+            raise ValueError(f"rows must index the source of {len(source)} items.")
+        self.source = source
+        self.kind = kind
+        self.name = name
+        self.num_classes = int(len(np.unique(self.labels)))
+        self._tensors = None
+        self._shared = {}
+
+    @classmethod
+    def from_paths(cls, paths, labels, name=""):
+        """Split over image files (str paths, decoded lazily with 3 channels)."""
+        return cls(labels, np.asarray(paths, dtype=np.str_), kind="paths", name=name)
+
+    @classmethod
+    def from_encoded(cls, data, labels, name=""):
+        """Split over in-memory encoded images (sequence of bytes objects)."""
+        arr = np.empty(len(data), dtype=object)
+        arr[:] = list(data)
+        return cls(labels, arr, kind="encoded", name=name)
+
+    @classmethod
+    def from_pixels(cls, pixels, labels, name=""):
+        """Split over decoded uint8 pixels [N, H, W, C]."""
+        return cls(labels, np.asarray(pixels), kind="pixels", name=name)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __repr__(self):
+        return (
+            f"Split(name={self.name!r}, n={len(self)}, num_classes={self.num_classes}, "
+            f"kind={self.kind!r})"
+        )
+
+    @property
+    def image_shape(self):
+        """(H, W, C) for a pixels source, (None, None, 3) for decoded files."""
+        if self.kind == "pixels":
+            return tuple(int(d) for d in self.source.shape[1:])
+        return (None, None, 3)
+
+    @property
+    def contiguous_labels(self) -> bool:
+        """True when the labels are exactly 0..num_classes-1 (required for training splits)."""
+        return (
+            len(self) > 0 and self.labels.min() == 0 and self.labels.max() + 1 == self.num_classes
+        )
+
+    def class_indices(self):
+        """List over classes 0..C-1 of the row indices (np.int64) of that class."""
+        if not self.contiguous_labels:
+            raise ValueError(
+                f"{self!r}: training pipelines need labels 0..C-1; received labels in "
+                f"[{self.labels.min()}, {self.labels.max()}] with {self.num_classes} classes. "
+                "Use data_pipelines.folds.full_train(split) to re-map them."
+            )
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.num_classes + 1))
+        return [order[bounds[c] : bounds[c + 1]].astype(np.int64) for c in range(self.num_classes)]
+
+    def _lazy_tensors(self):
+        if self._tensors is None:
+            with tf.init_scope():  # eager constants, captured by every tf.data function
+                self._tensors = self._make_tensors()
+        return self._tensors
+
+    def _make_tensors(self):
+        if "source" not in self._shared:  # one source tensor for a split and all its subsets
+            if self.kind == "paths":
+                self._shared["source"] = tf.constant(self.source.astype(np.str_))
+            elif self.kind == "encoded":
+                self._shared["source"] = tf.constant(list(self.source), dtype=tf.string)
+            else:
+                self._shared["source"] = tf.constant(self.source)
+        return tf.constant(self.rows), self._shared["source"], tf.constant(self.labels)
+
+    def load_image(self, index):
+        """Decoded image of row `index` (int scalar tensor) as uint8 [H, W, C]; tf.data-safe."""
+        rows, src, _ = self._lazy_tensors()
+        item = tf.gather(src, tf.gather(rows, tf.cast(index, tf.int64)))
+        if self.kind == "pixels":
+            return item
+        if self.kind == "paths":
+            item = tf.io.read_file(item)
+        image = tf.io.decode_image(item, channels=3, expand_animations=False, dtype=tf.uint8)
+        image.set_shape([None, None, 3])
+        return image
+
+    def load_label(self, index):
+        """Label (int32 scalar tensor) of row `index`."""
+        return tf.gather(self._lazy_tensors()[2], tf.cast(index, tf.int64))
+
+    def images(self):
+        """Finite tf.data.Dataset of the decoded uint8 images in row order (no labels)."""
+        return tf.data.Dataset.range(len(self)).map(
+            self.load_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+
+    def subset(self, indices, labels=None, name=None):
+        """New Split of rows `indices` (sharing the source) with `labels` (default: the old ones)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        new_labels = self.labels[indices] if labels is None else np.asarray(labels)
+        if len(new_labels) != len(indices):
+            raise ValueError(f"subset: {len(indices)} indices but {len(new_labels)} labels.")
+        split = Split(
+            new_labels,
+            self.source,
+            kind=self.kind,
+            rows=self.rows[indices],
+            name=self.name if name is None else name,
+        )
+        split._shared = self._shared
+        return split
+
+
+@dataclasses.dataclass(frozen=True)
+class DMLData:
+    """A metric-learning dataset: training classes and disjoint test classes (METHOD §5).
+
+    Args:
+        name: dataset name, e.g. "cub200" or "digit_pairs".
+        train: training Split, labels 0..C_train-1.
+        test: test Split; for InShop the query rows come first.
+        test_query_count: number of query rows at the start of `test` (InShop); None (default)
+            means every test image is queried against all others.
+        image_shape: (H, W, C) of the decoded images when fixed, else None (default).
+        default_preprocessing: name for `data_pipelines.preprocessing.get` (default "caffe_bgr").
+        num_train_classes: number of training classes; default `train.num_classes`.
+    """
+
+    name: str
+    train: Split
+    test: Split
+    test_query_count: int | None = None
+    image_shape: tuple | None = None
+    default_preprocessing: str = "caffe_bgr"
+    num_train_classes: int | None = None
+
+    def __post_init__(self):
+        if self.num_train_classes is None:
+            object.__setattr__(self, "num_train_classes", self.train.num_classes)
+        if self.test_query_count is not None and not 0 < self.test_query_count < len(self.test):
+            raise ValueError(
+                f"test_query_count must be in (0, {len(self.test)}); got {self.test_query_count}."
+            )

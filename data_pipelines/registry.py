@@ -1,0 +1,62 @@
+"""Dataset registry: `load(name, data_dir=None, **options)` → `DMLData`.
+
+Names resolve through the literal dict `DATASETS`; the benchmark loaders live in
+`data_pipelines.builders` and are imported only when asked for (TFDS is slow to import).
+"""
+
+from __future__ import annotations
+
+
+def _digit_pairs(data_dir=None, **options):
+    from data_pipelines import digit_pairs
+
+    return digit_pairs.build(data_dir=data_dir, **options)
+
+
+def _cub200(data_dir=None, **options):
+    from data_pipelines.builders import load_cub200
+
+    return load_cub200(data_dir, **options)
+
+
+def _cars196(data_dir=None, **options):
+    from data_pipelines.builders import load_cars196
+
+    return load_cars196(data_dir, **options)
+
+
+def _sop(data_dir=None, **options):
+    from data_pipelines.builders import load_sop
+
+    return load_sop(data_dir, **options)
+
+
+def _inshop(data_dir=None, **options):
+    from data_pipelines.builders import load_inshop
+
+    return load_inshop(data_dir, **options)
+
+
+DATASETS = {
+    "digit_pairs": _digit_pairs,
+    "cub200": _cub200,
+    "cars196": _cars196,
+    "sop": _sop,
+    "inshop": _inshop,
+}
+
+
+def load(name, data_dir=None, **options):
+    """Load dataset `name` as `DMLData`.
+
+    Args:
+        name: one of "digit_pairs" (offline default, built in memory), "cub200", "cars196",
+            "sop", "inshop" (prepared TFDS data, see `python -m ccpdml prepare`).
+        data_dir: TFDS data directory for the benchmarks (default None: the TFDS default);
+            unused by "digit_pairs".
+        **options: passed to the loader (e.g. `images_per_class` for "digit_pairs",
+            `manual_dir` for the benchmarks).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
+    return DATASETS[name](data_dir=data_dir, **options)

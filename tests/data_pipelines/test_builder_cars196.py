@@ -1,0 +1,136 @@
+"""Cars196 builder on a fake copy in the real layout (METHOD §5.3).
+
+The fake has `car_ims.tgz` (→ car_ims/NNNNNN.jpg) and a `cars_annos.mat` written with scipy in the
+official structure: struct array 'annotations' with fields relative_im_path, bbox_x1, bbox_y1,
+bbox_x2, bbox_y2, class, test, and 'class_names'. All 196 real class ids are present, one image
+each plus extras around the boundary (class ≤ 98 train); images are listed in a shuffled class
+order and the `test` flag alternates, so that the split must come from the class id alone.
+"""
+
+import io
+import socket
+import tarfile
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_cars196, prepare
+
+FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+EXTRA = {1: 1, 98: 2, 99: 1, 196: 1}
+
+
+def _jpeg(i):
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 3), (i % 256, 255 - i % 256, 17)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_fake_cars(folder, fields=FIELDS):
+    """Write car_ims/ and cars_annos.mat into `folder`; returns the annotation rows in order."""
+    classes = [c for c in range(1, 197) for _ in range(1 + EXTRA.get(c, 0))]
+    classes = list(np.random.default_rng(0).permutation(classes))
+    (folder / "car_ims").mkdir(parents=True)
+    annos = np.zeros((1, len(classes)), dtype=[(f, object) for f in fields])
+    rows = []
+    for i, c in enumerate(classes, 1):
+        rel = f"car_ims/{i:06d}.jpg"
+        (folder / rel).write_bytes(_jpeg(i))
+        values = {
+            "relative_im_path": rel,
+            "bbox_x1": np.array([[i]], np.uint8),
+            "bbox_y1": np.array([[2]], np.uint8),
+            "bbox_x2": np.array([[i + 30]], np.uint16),
+            "bbox_y2": np.array([[40]], np.uint16),
+            "class": np.array([[c]], np.uint8),
+            "test": np.array([[i % 2]], np.uint8),
+        }
+        for f in fields:
+            annos[0, i - 1][f] = values[f]
+        rows.append((rel, int(c), (2.0, float(i), 40.0, float(i + 30)), _jpeg(i)))
+    names = np.empty((1, 196), dtype=object)
+    names[0, :] = [f"Make Model {c}" for c in range(1, 197)]
+    scipy.io.savemat(folder / "cars_annos.mat", {"annotations": annos, "class_names": names})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def no_network():
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        yield
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, no_network):
+    src = tmp_path_factory.mktemp("cars_src")
+    rows = write_fake_cars(src)
+    manual = tmp_path_factory.mktemp("cars_manual")
+    with tarfile.open(manual / "car_ims.tgz", "w:gz") as tar:
+        tar.add(src / "car_ims", arcname="car_ims")
+    (manual / "cars_annos.mat").write_bytes((src / "cars_annos.mat").read_bytes())
+    data_dir = tmp_path_factory.mktemp("cars_data")
+    sizes = prepare("cars196", manual, data_dir, progress=False)
+    return {"rows": rows, "data_dir": data_dir, "sizes": sizes}
+
+
+def test_split_sizes_by_class_id(fake):
+    # train: classes 1..98 (98 images) + 1 extra (class 1) + 2 (class 98); test: 98 + 1 + 1.
+    assert fake["sizes"] == {"train": 101, "test": 100}
+
+
+def test_labels_order_and_bytes(fake):
+    data = load_cars196(fake["data_dir"])
+    train = [r for r in fake["rows"] if r[1] <= 98]
+    test = [r for r in fake["rows"] if r[1] > 98]
+    np.testing.assert_array_equal(data.train.labels, [r[1] - 1 for r in train])
+    np.testing.assert_array_equal(data.test.labels, [r[1] - 1 for r in test])
+    assert sorted(set(data.train.labels)) == list(range(98))
+    assert sorted(set(data.test.labels)) == list(range(98, 196))
+    assert data.num_train_classes == 98
+    assert [bytes(b) for b in data.train.source] == [r[3] for r in train]
+    assert [bytes(b) for b in data.test.source] == [r[3] for r in test]
+
+
+def test_bbox_and_file_name(fake):
+    import tensorflow_datasets as tfds
+
+    from data_pipelines.builders import Cars196
+
+    ds = Cars196(data_dir=str(fake["data_dir"])).as_dataset(
+        split="train", decoders={"image": tfds.decode.SkipDecoding()}
+    )
+    got = list(tfds.as_numpy(ds.take(3)))
+    want = [r for r in fake["rows"] if r[1] <= 98][:3]
+    assert [g["file_name"].decode() for g in got] == [w[0] for w in want]
+    np.testing.assert_allclose([g["bbox"] for g in got], [w[2] for w in want])
+
+
+def test_missing_images_lists_every_expected_file(tmp_path, no_network):
+    manual = tmp_path / "manual"
+    write_fake_cars(manual)
+    (manual / "car_ims").rename(tmp_path / "elsewhere")
+    with pytest.raises(MissingManualFilesError) as err:
+        prepare("cars196", manual, tmp_path / "data", progress=False)
+    msg = str(err.value)
+    for expected in ("car_ims/", "car_ims.tgz", "cars_annos.mat", str(manual / "car_ims")):
+        assert expected in msg
+    assert msg.split("Not found:")[1].split("Searched in:")[0].split() == [
+        "car_ims/",
+        "(nor",
+        "the",
+        "archive",
+        "car_ims.tgz)",
+    ]
+
+
+def test_wrong_mat_file_names_the_fields(tmp_path, no_network):
+    manual = tmp_path / "manual"
+    write_fake_cars(manual, fields=FIELDS[:5] + ("test",))  # no 'class' field
+    with pytest.raises(ManualDataError, match=r"lacks the fields \['class'\]"):
+        prepare("cars196", manual, tmp_path / "data", progress=False)

@@ -1,0 +1,152 @@
+"""In-Shop builder on a fake copy in the real layout (METHOD §5.5).
+
+The fake mirrors the official release: Eval/list_eval_partition.txt and Anno/list_bbox_inshop.txt
+(count line, header line, rows) and the images packed as Img/img.zip (→ img/<GENDER>/<type>/
+id_XXXXXXXX/<file>.jpg). Statuses are interleaved; one query image sits in a folder whose name
+contains "train" (the original's substring test would misfile it); item 7982 is gallery only.
+"""
+
+import io
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_inshop, prepare
+
+ROWS = [  # (image path, item id, status) in file order
+    ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", 2, "train"),
+    ("img/MEN/Denim/id_00000080/01_1_front.jpg", 80, "query"),
+    ("img/WOMEN/Dresses/id_00000002/02_2_side.jpg", 2, "train"),
+    ("img/MEN/Denim/id_00000080/01_2_side.jpg", 80, "gallery"),
+    ("img/WOMEN/Tees_Tanks/id_00000001/01_1_front.jpg", 1, "train"),
+    ("img/MEN/Sneakers_trainers/id_00000081/01_1_front.jpg", 81, "query"),
+    ("img/MEN/Sneakers_trainers/id_00000081/01_2_side.jpg", 81, "gallery"),
+    ("img/WOMEN/Tees_Tanks/id_00000001/01_3_back.jpg", 1, "train"),
+    ("img/MEN/Shirts_Polos/id_00007982/01_1_front.jpg", 7982, "gallery"),
+    ("img/MEN/Denim/id_00000080/01_3_back.jpg", 80, "query"),
+]
+
+
+def _jpeg(i):
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 6), (10 + 20 * i, 50, 200 - 10 * i)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_fake_inshop(folder, rows=ROWS, images_zipped=True):
+    """Write Eval/, Anno/ and Img/img.zip (or img/) into `folder`; returns bytes per path."""
+    (folder / "Eval").mkdir(parents=True)
+    (folder / "Anno").mkdir()
+    partition = [str(len(rows)), "image_name item_id evaluation_status"]
+    partition += [f"{p}  id_{i:08d}  {s}" for p, i, s in rows]
+    (folder / "Eval" / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+    boxes = [str(len(rows)), "image_name clothes_type pose_type x_1 y_1 x_2 y_2"]
+    boxes += [
+        f"{p} 1 {k % 4 + 1} {k} {k + 1} {k + 50} {k + 60}" for k, (p, _, _) in enumerate(rows)
+    ]
+    (folder / "Anno" / "list_bbox_inshop.txt").write_text("\n".join(boxes) + "\n")
+    data = {p: _jpeg(k) for k, (p, _, _) in enumerate(rows)}
+    if images_zipped:
+        (folder / "Img").mkdir()
+        with zipfile.ZipFile(folder / "Img" / "img.zip", "w") as zf:
+            for path, content in data.items():
+                zf.writestr(path, content)
+    else:
+        for path, content in data.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_bytes(content)
+    return data
+
+
+@pytest.fixture(scope="module")
+def no_network():
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        yield
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, no_network):
+    manual = tmp_path_factory.mktemp("inshop_manual")
+    data = write_fake_inshop(manual)
+    data_dir = tmp_path_factory.mktemp("inshop_data")
+    sizes = prepare("inshop", manual, data_dir, progress=False)
+    return {"bytes": data, "data_dir": data_dir, "sizes": sizes}
+
+
+def test_split_sizes(fake):
+    assert fake["sizes"] == {"train": 4, "query": 3, "gallery": 3}
+
+
+def test_train_relabelled_by_first_appearance(fake):
+    data = load_inshop(fake["data_dir"])
+    # item 2 appears first → 0, item 1 → 1.
+    np.testing.assert_array_equal(data.train.labels, [0, 0, 1, 1])
+    assert data.num_train_classes == 2
+    train_paths = [p for p, _, s in ROWS if s == "train"]
+    assert [bytes(b) for b in data.train.source] == [fake["bytes"][p] for p in train_paths]
+
+
+def test_query_then_gallery_with_item_ids(fake):
+    data = load_inshop(fake["data_dir"])
+    assert data.test_query_count == 3
+    np.testing.assert_array_equal(data.test.labels, [80, 81, 80, 80, 81, 7982])
+    order = [p for p, _, s in ROWS if s == "query"] + [p for p, _, s in ROWS if s == "gallery"]
+    assert [bytes(b) for b in data.test.source] == [fake["bytes"][p] for p in order]
+
+
+def test_bbox_and_file_name(fake):
+    import tensorflow_datasets as tfds
+
+    from data_pipelines.builders import InShop
+
+    ds = InShop(data_dir=str(fake["data_dir"])).as_dataset(
+        split="gallery", decoders={"image": tfds.decode.SkipDecoding()}
+    )
+    got = list(tfds.as_numpy(ds))
+    rows = [(k, p) for k, (p, _, s) in enumerate(ROWS) if s == "gallery"]
+    assert [g["file_name"].decode() for g in got] == [p for _, p in rows]
+    np.testing.assert_allclose(
+        [g["bbox"] for g in got], [[k + 1, k, k + 60, k + 50] for k, _ in rows]
+    )
+
+
+def test_missing_bbox_file_lists_every_expected_file(tmp_path, no_network):
+    manual = tmp_path / "manual"
+    write_fake_inshop(manual, images_zipped=False)
+    (manual / "Anno" / "list_bbox_inshop.txt").unlink()
+    with pytest.raises(MissingManualFilesError) as err:
+        prepare("inshop", manual, tmp_path / "data", progress=False)
+    msg = str(err.value)
+    for expected in (
+        "Eval/list_eval_partition.txt",
+        "Anno/list_bbox_inshop.txt",
+        "img/",
+        "Img/img.zip",
+        "InShopClothesRetrievalBenchmark.zip",
+        str(manual),
+    ):
+        assert expected in msg
+    not_found = msg.split("Not found:")[1].split("Searched in:")[0].split()
+    assert not_found[0] == "Anno/list_bbox_inshop.txt" and "img/" not in not_found
+
+
+def test_status_must_match_exactly(tmp_path, no_network):
+    rows = [*ROWS[:3], (ROWS[3][0], 80, "gallery_")]
+    write_fake_inshop(tmp_path / "manual", rows=rows, images_zipped=False)
+    with pytest.raises(ManualDataError, match=r"list_eval_partition.txt line 6: expected"):
+        prepare("inshop", tmp_path / "manual", tmp_path / "data", progress=False)
+
+
+def test_count_line_must_match(tmp_path, no_network):
+    write_fake_inshop(tmp_path / "manual", images_zipped=False)
+    path = tmp_path / "manual" / "Eval" / "list_eval_partition.txt"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")  # last row lost
+    with pytest.raises(ManualDataError, match="announces 10 images but 9 follow"):
+        prepare("inshop", tmp_path / "manual", tmp_path / "data", progress=False)

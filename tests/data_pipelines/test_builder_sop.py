@@ -1,0 +1,111 @@
+"""Stanford Online Products builder on a fake copy in the real layout (METHOD §5.4).
+
+The fake is `Stanford_Online_Products.zip` → Stanford_Online_Products/{Ebay_train.txt,
+Ebay_test.txt, bicycle_final/, chair_final/}, with real-range class ids: train ids 1, 2, 3 and
+test ids 11319, 11320 and 22634 (labels = class_id − 1).
+"""
+
+import io
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_sop, prepare
+
+HEADER = "image_id class_id super_class_id path"
+TRAIN = [(1, 1, "bicycle"), (1, 1, "bicycle"), (2, 2, "chair"), (3, 1, "bicycle"), (2, 2, "chair")]
+TEST = [(11319, 1, "bicycle"), (22634, 2, "chair"), (11320, 2, "chair"), (11319, 1, "bicycle")]
+
+
+def _jpeg(i):
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (i * 20 % 256, 90, i * 7 % 256)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_fake_sop(folder):
+    """Write Stanford_Online_Products/ into `folder`; returns {split: [(path, class_id, bytes)]}."""
+    root = folder / "Stanford_Online_Products"
+    out, image_id = {}, 0
+    for name, rows in (("train", TRAIN), ("test", TEST)):
+        lines, out[name] = [HEADER], []
+        for class_id, super_id, category in rows:
+            image_id += 1
+            rel = f"{category}_final/{class_id * 1000 + image_id}_{image_id % 3}.JPG"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(_jpeg(image_id))
+            lines.append(f"{image_id} {class_id} {super_id} {rel}")
+            out[name].append((rel, class_id, _jpeg(image_id)))
+        (root / f"Ebay_{name}.txt").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def no_network():
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        yield
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, no_network):
+    src = tmp_path_factory.mktemp("sop_src")
+    rows = write_fake_sop(src)
+    manual = tmp_path_factory.mktemp("sop_manual")
+    with zipfile.ZipFile(manual / "Stanford_Online_Products.zip", "w") as zf:
+        for path in sorted((src / "Stanford_Online_Products").rglob("*")):
+            zf.write(path, path.relative_to(src).as_posix())
+    data_dir = tmp_path_factory.mktemp("sop_data")
+    sizes = prepare("sop", manual, data_dir, progress=False)
+    return {"rows": rows, "data_dir": data_dir, "sizes": sizes}
+
+
+def test_split_sizes(fake):
+    assert fake["sizes"] == {"train": len(TRAIN), "test": len(TEST)}
+
+
+def test_labels_are_class_id_minus_one_in_file_order(fake):
+    data = load_sop(fake["data_dir"])
+    np.testing.assert_array_equal(data.train.labels, [0, 0, 1, 2, 1])
+    np.testing.assert_array_equal(data.test.labels, [11318, 22633, 11319, 11318])
+    assert data.num_train_classes == 3 and data.test.num_classes == 3
+    assert [bytes(b) for b in data.train.source] == [r[2] for r in fake["rows"]["train"]]
+    assert [bytes(b) for b in data.test.source] == [r[2] for r in fake["rows"]["test"]]
+
+
+def test_missing_list_file_lists_every_expected_file(tmp_path, no_network):
+    write_fake_sop(tmp_path / "manual")
+    (tmp_path / "manual" / "Stanford_Online_Products" / "Ebay_test.txt").unlink()
+    with pytest.raises(MissingManualFilesError) as err:
+        prepare("sop", tmp_path / "manual", tmp_path / "data", progress=False)
+    msg = str(err.value)
+    for expected in (
+        "Stanford_Online_Products/Ebay_train.txt",
+        "Stanford_Online_Products/Ebay_test.txt",
+        "Stanford_Online_Products.zip",
+        str(tmp_path / "manual" / "Stanford_Online_Products"),
+    ):
+        assert expected in msg
+    not_found = msg.split("Not found:")[1].split("Searched in:")[0]
+    assert "Ebay_test.txt" in not_found and "Ebay_train.txt" not in not_found
+
+
+def test_wrong_header_is_reported(tmp_path, no_network):
+    write_fake_sop(tmp_path / "manual")
+    path = tmp_path / "manual" / "Stanford_Online_Products" / "Ebay_train.txt"
+    path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")  # header dropped
+    with pytest.raises(ManualDataError, match=r"Ebay_train.txt line 1: expected the header"):
+        prepare("sop", tmp_path / "manual", tmp_path / "data", progress=False)
+
+
+def test_missing_image_names_the_image_and_list(tmp_path, no_network):
+    rows = write_fake_sop(tmp_path / "manual")
+    (tmp_path / "manual" / "Stanford_Online_Products" / rows["test"][1][0]).unlink()
+    with pytest.raises(MissingManualFilesError, match=rf"{rows['test'][1][0]}.*Ebay_test.txt"):
+        prepare("sop", tmp_path / "manual", tmp_path / "data", progress=False)

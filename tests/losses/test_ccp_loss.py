@@ -1,0 +1,124 @@
+"""CCPLoss: weighted sum of in-batch, proxy and proximal terms; proximal gradient λ(w − w*)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ccpdml.layers import ProxyBank
+from ccpdml.losses import ContrastiveLoss
+from ccpdml.losses.ccp import CCPLoss
+
+
+def _model(num_classes=3, k=2, dim=4):
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(8, activation="relu")(inputs)
+    x = keras.layers.Dense(dim, use_bias=False)(x)
+    bank = ProxyBank(num_classes, proxies_per_class=k)
+    return keras.Model(inputs, bank(x)), bank
+
+
+def _ball(v):
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.where(n > 1, v / n, v)
+
+
+def _contrastive(e, labels, refs, ref_labels, in_batch, neg_margin=0.5):
+    """numpy C2 (m+ = 0): non-zero means of d over positives and of (m- − d)+ over negatives."""
+    e, refs = _ball(e), _ball(refs)
+    d = np.sqrt(np.maximum(((e[:, None] - refs[None]) ** 2).sum(-1), 0))
+    same = labels[:, None] == ref_labels[None]
+    pos = same & ~np.eye(len(e), dtype=bool) if in_batch else same
+    neg = ~same
+    p = d[pos][d[pos] > 0]
+    q = (neg_margin - d[neg])[neg_margin - d[neg] > 0]
+    return p.sum() / (len(p) + 1e-16) + q.sum() / (len(q) + 1e-16)
+
+
+def _bound(lam=0.3):
+    model, bank = _model()
+    loss = CCPLoss(ContrastiveLoss(), bank, regularization=2e-4)
+    loss.bind(model)
+    rng = np.random.default_rng(0)
+    for a in loss.anchors:
+        a.assign(a.numpy() + rng.normal(scale=0.1, size=a.shape).astype("float32"))
+    loss.ccp_lambda.assign(lam)
+    return model, bank, loss
+
+
+def test_network_variables_exclude_proxies_by_identity():
+    model, bank, loss = _bound()
+    assert len(loss.network_variables) == 3  # two kernels + one bias
+    assert not any(v is bank.proxies for v in loss.network_variables)
+    assert all(a.trainable is False for a in loss.anchors)
+    assert float(loss.ccp_lambda.numpy()) == pytest.approx(0.3)
+    assert not any(v is a for v in model.variables for a in loss.anchors)
+
+
+def test_value_is_weighted_sum_against_numpy():
+    model, bank, loss = _bound(lam=0.3)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 5)).astype("float32")
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    emb = model(x).numpy() * 3.0  # some rows beyond the unit ball
+    y_true = labels.astype("float32")[:, None]  # as model.fit delivers them
+    value = float(loss(y_true, emb))
+    proxies, proxy_labels = bank.proxies.numpy(), bank.proxy_labels.numpy()
+    in_batch = _contrastive(emb, labels, emb, labels, in_batch=True)
+    proxy = _contrastive(emb, labels, proxies, proxy_labels, in_batch=False)
+    prox = (
+        0.5
+        * 0.3
+        * sum(
+            np.sum((w.numpy() - a.numpy()) ** 2)
+            for w, a in zip(loss.network_variables, loss.anchors)
+        )
+    )
+    assert prox > 1e-4 and in_batch > 0 and proxy > 0
+    np.testing.assert_allclose(value, 0.1 * in_batch + 1.0 * proxy + prox, rtol=1e-5)
+    parts = loss.components(y_true, emb)
+    np.testing.assert_allclose(float(parts["proximal"]), prox, rtol=1e-5)
+    np.testing.assert_allclose(float(parts["proxy"]), proxy, rtol=1e-5)
+
+
+def test_proximal_gradient_is_lambda_times_difference_and_zero_for_proxies():
+    model, bank, loss = _bound(lam=0.3)
+    x = np.random.default_rng(2).normal(size=(6, 5)).astype("float32")
+    y = np.array([0, 0, 1, 1, 2, 2], "float32")
+    trainables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        emb = model(x)
+        full = loss(y, emb)
+        no_prox = 0.1 * loss.base_loss.compute(y, emb) + loss.base_loss.compute(
+            y, emb, bank.proxy_labels.numpy(), bank.proxies
+        )
+    g_full = tape.gradient(full, trainables)
+    g_rest = tape.gradient(no_prox, trainables)
+    for v, gf, gr in zip(trainables, g_full, g_rest):
+        idx = [i for i, w in enumerate(loss.network_variables) if w is v]
+        if idx:
+            expected = 0.3 * (v.numpy() - loss.anchors[idx[0]].numpy())
+            assert np.abs(expected).max() > 1e-3
+        else:
+            assert v is bank.proxies
+            expected = np.zeros(v.shape)
+        np.testing.assert_allclose(gf.numpy() - gr.numpy(), expected, atol=2e-6)
+
+
+def test_unbound_raises_and_config_round_trip():
+    model, bank = _model()
+    loss = CCPLoss(ContrastiveLoss(neg_margin=0.7), bank, in_batch_weight=0.2, decay=0.5)
+    with pytest.raises(RuntimeError, match="bind"):
+        loss(np.zeros(4), np.zeros((4, 4), "float32"))
+    config = loss.get_config()
+    assert config["proxy_bank"] is None
+    clone = CCPLoss.from_config(config, proxy_bank=bank)
+    assert clone.get_config() == config
+    assert clone.proxy_bank is bank and clone.base_loss.neg_margin == 0.7
+    # without the bank, bind() finds the model's single ProxyBank
+    orphan = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(orphan, CCPLoss) and orphan.proxy_bank is None
+    orphan.bind(model)
+    assert orphan.proxy_bank is bank
+    assert orphan.lambda_for_instance(0) == 0.0
+    assert orphan.lambda_for_instance(2) == pytest.approx(2e-4 * 0.25)

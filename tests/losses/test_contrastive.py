@@ -1,0 +1,152 @@
+"""ContrastiveLoss (C2) vs a numpy reference, hand-derived cases, registry (METHOD §2.1)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ccpdml.losses
+from ccpdml.losses import ContrastiveLoss
+from ccpdml.losses.contrastive import contrastive
+
+
+def np_ball(x):
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
+
+
+def np_matrix_and_masks(labels, emb, ref_labels, ref):
+    e = np_ball(emb)
+    if ref is None:
+        d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1)) * (1 - np.eye(len(e)))
+        eq = (labels[:, None] == labels[None]).astype(float)
+        return d, eq - np.eye(len(e)), 1 - eq
+    r = np_ball(ref)
+    d = np.sqrt(((e[:, None] - r[None]) ** 2).sum(-1))
+    eq = (labels[:, None] == ref_labels[None]).astype(float)
+    return d, eq, 1 - eq
+
+
+def np_contrastive(labels, emb, ref_labels=None, ref=None, pos_margin=0.0, neg_margin=0.5):
+    d, pos, neg = np_matrix_and_masks(labels, emb, ref_labels, ref)
+    p = (d - pos_margin) * pos
+    q = (neg_margin - d) * neg
+    return p[p > 0].sum() / ((p > 0).sum() + 1e-16) + q[q > 0].sum() / ((q > 0).sum() + 1e-16)
+
+
+def fd_grad(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        g[idx] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
+def make_data(seed, n=6, dim=3, classes=3, per_class=2):
+    rng = np.random.default_rng(seed)
+    labels = np.array([0, 2, 0, 1, 2, 0])[:n]
+    emb = rng.normal(size=(n, dim)) * 0.4
+    ref_labels = rng.permutation(np.tile(np.arange(classes), per_class))
+    ref = rng.normal(size=(classes * per_class, dim)) * 0.6
+    return labels, emb, ref_labels, ref
+
+
+@pytest.mark.parametrize("margins", [(0.0, 0.5), (0.1, 0.9)])
+def test_values_match_numpy(margins):
+    labels, emb, ref_labels, ref = make_data(0)
+    loss = ContrastiveLoss(*margins)
+    expected = np_contrastive(labels, emb, None, None, *margins)
+    got = loss.compute(labels, emb.astype("float32"))
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss(labels, emb.astype("float32"))), expected, rtol=1e-5)
+    expected = np_contrastive(labels, emb, ref_labels, ref, *margins)
+    got = loss.compute(labels, emb.astype("float32"), ref_labels, ref.astype("float32"))
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_gradients_match_finite_differences():
+    labels, emb, ref_labels, ref = make_data(1)
+    loss = ContrastiveLoss(0.05, 0.8, dtype="float64")
+    ev, rv = tf.Variable(emb), tf.Variable(ref)
+    with tf.GradientTape(persistent=True) as tape:
+        in_batch = loss.compute(labels, ev)
+        proxy = loss.compute(labels, ev, ref_labels, rv)
+    fd = fd_grad(lambda x: np_contrastive(labels, x, pos_margin=0.05, neg_margin=0.8), emb)
+    np.testing.assert_allclose(tape.gradient(in_batch, ev).numpy(), fd, atol=1e-7)
+    fd_e = fd_grad(lambda x: np_contrastive(labels, x, ref_labels, ref, 0.05, 0.8), emb)
+    fd_r = fd_grad(lambda x: np_contrastive(labels, emb, ref_labels, x, 0.05, 0.8), ref)
+    np.testing.assert_allclose(tape.gradient(proxy, ev).numpy(), fd_e, atol=1e-7)
+    np.testing.assert_allclose(tape.gradient(proxy, rv).numpy(), fd_r, atol=1e-7)
+    assert np.abs(fd_r).max() > 1e-3
+
+
+def test_hand_derived_value():
+    """labels [0, 0, 1]; e0 = (0, 0), e1 = (0.3, 0), e2 = (0, 0.45), margins (0, 0.5).
+
+    Positives (0,1), (1,0): d = 0.3 → positive mean 0.3. Negatives: d02 = 0.45 → 0.05 (twice),
+    d12 = sqrt(0.09 + 0.2025) ≈ 0.541 > 0.5 → inactive. Negative mean 0.05. L = 0.35.
+    """
+    emb = np.array([[0.0, 0.0], [0.3, 0.0], [0.0, 0.45]], "float32")
+    got = ContrastiveLoss().compute(np.array([0, 0, 1]), emb)
+    np.testing.assert_allclose(float(got), 0.35, rtol=1e-5)
+
+
+def _value_and_grad(loss, labels, emb, ref_labels=None, ref=None):
+    ev = tf.Variable(np.asarray(emb, "float32"))
+    rv = None if ref is None else tf.Variable(np.asarray(ref, "float32"))
+    with tf.GradientTape() as tape:
+        value = loss.compute(labels, ev, ref_labels, rv)
+    grads = tape.gradient(value, [ev] if rv is None else [ev, rv])
+    return float(value), [g.numpy() for g in grads]
+
+
+def test_degenerate_batches_are_zero_and_finite():
+    """No positives: only negatives, all at distance 1 > 0.5 → 0. One class, identical points:
+    positives at d = 0 are not counted, no negatives → 0. A single sample has no pairs → 0.
+    Gradients are finite (zero-distance pairs get zero gradient, METHOD §1.2)."""
+    loss = ContrastiveLoss()
+    cases = [
+        (np.array([0, 1]), [[1.0, 0.0], [0.0, 1.0]]),
+        (np.array([3, 3, 3]), [[0.2, 0.1]] * 3),
+        (np.array([1]), [[0.5, 0.5]]),
+    ]
+    for labels, emb in cases:
+        value, grads = _value_and_grad(loss, labels, emb)
+        assert value == 0.0
+        assert all(np.all(g == 0.0) for g in grads)
+    value, grads = _value_and_grad(
+        loss, np.array([0]), [[0.3, 0.0]], np.array([0, 1]), [[0.3, 0.0], [-1.0, 0.0]]
+    )
+    assert value == 0.0 and all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_pure_function_and_config_round_trip():
+    d = np.array([[0.2, 0.4], [0.7, 0.1]], "float32")
+    pos = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    got = contrastive(d, pos, 1 - pos, pos_margin=0.0, neg_margin=0.5)
+    np.testing.assert_allclose(float(got), (0.2 + 0.1) / 2 + 0.1, rtol=1e-6)
+    loss = ContrastiveLoss(pos_margin=0.1, neg_margin=0.7, name="c2")
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, ContrastiveLoss)
+    assert (clone.pos_margin, clone.neg_margin, clone.name) == (0.1, 0.7, "c2")
+
+
+def test_registry():
+    assert isinstance(ccpdml.losses.get("contrastive", neg_margin=0.3), ContrastiveLoss)
+    assert ccpdml.losses.get("contrastive", neg_margin=0.3).neg_margin == 0.3
+    pair_losses = ["contrastive", "similarity_contrastive", "triplet", "multi_similarity"]
+    for name in pair_losses:
+        assert ccpdml.losses.get(name).__class__ is ccpdml.losses.LOSSES[name]
+    assert set(pair_losses) <= set(ccpdml.losses.LOSSES)
+    with pytest.raises(ValueError, match="triplet"):
+        ccpdml.losses.get("tripplet")
+
+
+def test_base_rejects_half_given_references():
+    emb = np.zeros((2, 3), "float32")
+    with pytest.raises(ValueError, match="both given"):
+        ContrastiveLoss().compute(np.array([0, 1]), emb, ref_labels=np.array([0, 1]))
+    with pytest.raises(ValueError, match="both given"):
+        ContrastiveLoss().compute(np.array([0, 1]), emb, ref_embeddings=emb)

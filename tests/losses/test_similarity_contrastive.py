@@ -1,0 +1,120 @@
+"""SimilarityContrastiveLoss (C1) vs a numpy reference and hand-derived cases (METHOD §2.2)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ccpdml.losses import SimilarityContrastiveLoss
+from ccpdml.losses.similarity_contrastive import similarity_contrastive
+
+EPS = 1e-5
+
+
+def np_ball(x):
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
+
+
+def np_similarity_contrastive(labels, emb, ref_labels=None, ref=None, margin=0.5):
+    e = np_ball(emb)
+    if ref is None:
+        s = e @ e.T
+        eq = (labels[:, None] == labels[None]).astype(float)
+        pos, neg = eq - np.eye(len(e)), 1 - eq
+    else:
+        s = e @ np_ball(ref).T
+        eq = (labels[:, None] == ref_labels[None]).astype(float)
+        pos, neg = eq, 1 - eq
+    p = (1 - s - EPS) * pos
+    q = (s - margin) * neg
+    return (p[p > 0].sum() + q[q > 0].sum()) / len(e)
+
+
+def fd_grad(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        g[idx] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
+def make_data(seed):
+    rng = np.random.default_rng(seed)
+    labels = np.array([1, 0, 2, 1, 0, 1])
+    emb = rng.normal(size=(6, 3)) * 0.5
+    ref_labels = rng.permutation(np.tile(np.arange(3), 3))
+    ref = rng.normal(size=(9, 3)) * 0.6
+    return labels, emb, ref_labels, ref
+
+
+@pytest.mark.parametrize("margin", [0.5, -0.2])
+def test_values_match_numpy(margin):
+    labels, emb, ref_labels, ref = make_data(0)
+    loss = SimilarityContrastiveLoss(margin)
+    e32, r32 = emb.astype("float32"), ref.astype("float32")
+    expected = np_similarity_contrastive(labels, emb, margin=margin)
+    assert expected > 0
+    np.testing.assert_allclose(float(loss.compute(labels, e32)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss(labels[:, None], e32)), expected, rtol=1e-5)
+    expected = np_similarity_contrastive(labels, emb, ref_labels, ref, margin)
+    got = loss.compute(labels, e32, ref_labels, r32)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_gradients_match_finite_differences():
+    labels, emb, ref_labels, ref = make_data(1)
+    loss = SimilarityContrastiveLoss(0.1, dtype="float64")
+    ev, rv = tf.Variable(emb), tf.Variable(ref)
+    with tf.GradientTape(persistent=True) as tape:
+        in_batch = loss.compute(labels, ev)
+        proxy = loss.compute(labels, ev, ref_labels, rv)
+    fd = fd_grad(lambda x: np_similarity_contrastive(labels, x, margin=0.1), emb)
+    np.testing.assert_allclose(tape.gradient(in_batch, ev).numpy(), fd, atol=1e-7)
+    fd_e = fd_grad(lambda x: np_similarity_contrastive(labels, x, ref_labels, ref, 0.1), emb)
+    fd_r = fd_grad(lambda x: np_similarity_contrastive(labels, emb, ref_labels, x, 0.1), ref)
+    np.testing.assert_allclose(tape.gradient(proxy, ev).numpy(), fd_e, atol=1e-7)
+    np.testing.assert_allclose(tape.gradient(proxy, rv).numpy(), fd_r, atol=1e-7)
+    assert np.abs(fd_r).max() > 1e-3
+
+
+def test_hand_derived_value():
+    """labels [0, 0, 1]; e0 = (0.6, 0.8), e1 = (0.8, 0.6), e2 = (0, 1), margin 0.5.
+
+    s01 = 0.96 → positive term 1 − 0.96 − 1e-5 (counted twice); s02 = 0.8 → 0.3 (twice);
+    s12 = 0.6 → 0.1 (twice). L = (2(0.04 − 1e-5) + 0.6 + 0.2) / 3 rows.
+    """
+    emb = np.array([[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]], "float32")
+    got = SimilarityContrastiveLoss().compute(np.array([0, 0, 1]), emb)
+    np.testing.assert_allclose(float(got), (2 * (0.04 - 1e-5) + 0.8) / 3, rtol=1e-5)
+
+
+def test_degenerate_batches_are_zero_and_finite():
+    """Identical unit positives have s = 1, so 1 − s − 1e-5 < 0 is dropped; orthogonal negatives
+    have s = 0 < 0.5; one sample alone has no pairs. All → 0 with finite (zero) gradients."""
+    loss = SimilarityContrastiveLoss()
+    cases = [
+        (np.array([0, 1]), [[1.0, 0.0], [0.0, 1.0]]),
+        (np.array([2, 2]), [[0.0, 2.0], [0.0, 3.0]]),
+        (np.array([1]), [[0.5, 0.5]]),
+    ]
+    for labels, emb in cases:
+        ev = tf.Variable(np.asarray(emb, "float32"))
+        with tf.GradientTape() as tape:
+            value = loss.compute(labels, ev)
+        assert float(value) == 0.0
+        g = tape.gradient(value, ev).numpy()
+        assert np.all(g == 0.0)
+
+
+def test_pure_function_divides_by_rows_and_config():
+    """Rows = 2: positive term (1 − 0.5 − 1e-5), negative (0.9 − 0.5) → sum / 2."""
+    neg_sim = -np.array([[0.5, 0.9, 0.1]], "float32").repeat(2, 0)
+    pos = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], "float32")
+    neg = np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]], "float32")
+    got = similarity_contrastive(neg_sim, pos, neg, margin=0.5)
+    np.testing.assert_allclose(float(got), (0.5 - 1e-5 + 0.4) / 2, rtol=1e-6)
+    clone = keras.losses.deserialize(keras.losses.serialize(SimilarityContrastiveLoss(0.3)))
+    assert isinstance(clone, SimilarityContrastiveLoss) and clone.margin == 0.3
