@@ -171,6 +171,28 @@ class Split:
         """Label (int32 scalar tensor) of row `index`."""
         return tf.gather(self._lazy_tensors()[2], tf.cast(index, tf.int64))
 
+    def undecodable_rows(self):
+        """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files).
+
+        Decodes every row once in a parallel tf.data pass that drops failing elements; meant for
+        diagnosing a decode error after it happened, not for every run.
+        """
+        if self.kind == "pixels" or len(self) == 0:
+            return np.zeros(0, np.int64)
+        ds = tf.data.Dataset.range(len(self)).map(
+            lambda i: (i, tf.shape(self.load_image(i))), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        good = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
+        return np.asarray([i for i in range(len(self)) if i not in good], np.int64)
+
+    def describe_row(self, index):
+        """Human-readable origin of row `index`: the file path, or the encoded item number."""
+        item = int(self.rows[index])
+        where = (
+            str(self.source[item]) if self.kind == "paths" else f"{self.kind} item {item}"
+        )
+        return f"{where} (row {int(index)} of {self.name or 'the split'}, label {self.labels[index]})"
+
     def images(self):
         """Finite tf.data.Dataset of the decoded uint8 images in row order (no labels)."""
         return tf.data.Dataset.range(len(self)).map(

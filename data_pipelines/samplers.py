@@ -18,10 +18,16 @@ map's parallelism.
   `batch_size` (the last chunk of a round smaller): ceil(C / batch_size) consecutive batches stacked
   give row c = class c (the CCP candidate stream, train preprocessing).
 - `eval_batches`: the finite split in row order with eval preprocessing.
+
+`start_batch=n` (with an int `seed`) starts the stream at its n-th batch (chunk for
+`one_per_class`): the first n index batches are generated and dropped in numpy, no image is loaded,
+and the draw seeds (hence augmentations) are those of the uninterrupted stream, so a resumed run
+sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -102,7 +108,7 @@ def _check_preprocess(preprocess):
         )
 
 
-def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=None):
+def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=None, start_batch=0):
     """Infinite dataset of (images float32 [k·m, ...], labels int32 [k·m]), METHOD §4.5.
 
     Args:
@@ -111,8 +117,10 @@ def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=No
         samples_per_class: m, images per class group (4 for CCP, 1 for the proxy baselines).
         preprocess: `Preprocessing`; its `.train(image, seed)` is applied.
         seed: int for a reproducible stream, None (default) for fresh randomness per iteration.
+        start_batch: index of the first batch of the seeded stream (default 0; resuming).
     """
     _check_preprocess(preprocess)
+    _check_start(start_batch, seed)
     if classes_per_batch < 1 or samples_per_class < 1:
         raise ValueError(
             f"classes_per_batch and samples_per_class must be >= 1; received "
@@ -121,18 +129,19 @@ def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=No
     classes = _class_queues(split)
     batch = classes_per_batch * samples_per_class
 
-    def generator(seed_arg):
-        return _mpc_batches(classes, classes_per_batch, samples_per_class, _np_seed(seed_arg))
+    def generator(seed_arg, start_arg):
+        gen = _mpc_batches(classes, classes_per_batch, samples_per_class, _np_seed(seed_arg))
+        return itertools.islice(gen, int(start_arg), None)
 
     def load(index, aug_seed, _):
         return preprocess.train(split.load_image(index), seed=aug_seed), split.load_label(index)
 
-    ds = _element_stream(generator, (_seed_arg(seed),))
+    ds = _element_stream(generator, (_seed_arg(seed), _start_arg(start_batch)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def one_per_class(split, preprocess, batch_size=128, seed=None):
+def one_per_class(split, preprocess, batch_size=128, seed=None, start_batch=0):
     """Infinite dataset of image batches in class order, the CCP candidate stream, METHOD §4.5.
 
     Each round lists classes 0..C-1 once with one image each (per-class queues as in
@@ -144,19 +153,22 @@ def one_per_class(split, preprocess, batch_size=128, seed=None):
         preprocess: `Preprocessing`; its `.train(image, seed)` is applied (METHOD §4.4).
         batch_size: chunk size (default 128).
         seed: int for a reproducible stream, None (default) for fresh randomness per iteration.
+        start_batch: index of the first chunk of the seeded stream (default 0; resuming).
     """
     _check_preprocess(preprocess)
+    _check_start(start_batch, seed)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; received {batch_size}.")
     classes = _class_queues(split)
 
-    def generator(seed_arg):
-        return _opc_chunks(classes, batch_size, _np_seed(seed_arg))
+    def generator(seed_arg, start_arg):
+        gen = _opc_chunks(classes, batch_size, _np_seed(seed_arg))
+        return itertools.islice(gen, int(start_arg), None)
 
     def load(index, aug_seed, chunk_len):
         return chunk_len, preprocess.train(split.load_image(index), seed=aug_seed)
 
-    ds = _element_stream(generator, (_seed_arg(seed),))
+    ds = _element_stream(generator, (_seed_arg(seed), _start_arg(start_batch)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Chunks have two lengths (batch_size and C mod batch_size) and arrive contiguously, so
     # windows keyed by the chunk length, of that length, are exactly the chunks, in order.
@@ -199,6 +211,19 @@ def _seed_arg(seed):
     if seed is not None and not 0 <= int(seed) < 2**63:
         raise ValueError(f"seed must be a non-negative int or None; received {seed!r}.")
     return tf.constant(-1 if seed is None else int(seed), tf.int64)
+
+
+def _check_start(start_batch, seed):
+    if int(start_batch) < 0 or int(start_batch) != start_batch:
+        raise ValueError(f"start_batch must be a non-negative int; received {start_batch!r}.")
+    if start_batch and seed is None:
+        raise ValueError(
+            "start_batch > 0 needs an int seed: an unseeded stream has no fixed position to resume."
+        )
+
+
+def _start_arg(start_batch):
+    return tf.constant(int(start_batch), tf.int64)
 
 
 def _np_seed(seed_arg):

@@ -96,6 +96,7 @@ class CCPCallback(keras.callbacks.Callback):
         self._iterator = None
         self._leftover = None
         self._restored = False
+        self.candidate_batches = 0  # batches taken from a dataset `candidates` (resume position)
         self._reset_state()
 
     def _reset_state(self):
@@ -112,14 +113,20 @@ class CCPCallback(keras.callbacks.Callback):
             "wait": self.wait,
             "best": self.best,
             "previous_monitor": self.previous_monitor,
+            "candidate_batches": self.candidate_batches,
         }
 
     def set_state(self, state):
-        """Restore `get_state()`; the next on_train_begin then keeps proxies and λ of the run."""
+        """Restore `get_state()`; the next on_train_begin then keeps proxies and λ of the run.
+
+        A dataset `candidates` is not advanced here: pass a stream that starts at batch
+        `candidate_batches` (e.g. `one_per_class(..., start_batch=...)`) to continue the draws.
+        """
         self.instance = int(state["instance"])
         self.wait = int(state["wait"])
         self.best = float(state["best"])
         self.previous_monitor = float(state["previous_monitor"])
+        self.candidate_batches = int(state.get("candidate_batches", 0))
         self._restored = True
 
     def state_variables(self):
@@ -236,6 +243,7 @@ class CCPCallback(keras.callbacks.Callback):
             rows = sum(len(p) for p in parts)
             while rows < c:
                 parts.append(self._embed(next(self._iterator)))
+                self.candidate_batches += 1
                 rows += len(parts[-1])
             stacked = np.concatenate(parts, axis=0)
             draw, self._leftover = stacked[:c], (stacked[c:] if len(stacked) > c else None)

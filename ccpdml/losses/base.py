@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from ccpdml.distribute.cross_replica import replica_loss
 from ccpdml.layers.ball_normalization import ball_normalize
 from ccpdml.losses.pairwise import (
     label_vector,
@@ -25,7 +26,15 @@ class MetricLoss(keras.losses.Loss):
     implement. Subclasses that need more than the matrix (e.g. the proxy layout) override
     `compute` and may use `prepare`.
 
+    Under a multi-replica `tf.distribute` strategy, `__call__` (the `model.compile` path) returns
+    L(global batch)/R on every replica, the batch being all-gathered across replicas with
+    gradients, so that training equals a single-device run on the global batch
+    (`ccpdml.distribute.cross_replica` has the derivation). `compute` itself never gathers.
+
     Args:
+        cross_replica_pairs: under a multi-replica strategy, pair each sample with the whole
+            global batch (default True); False = each replica's own rows only, averaged over
+            replicas. No effect on one replica.
         name: loss name (default: snake-case class name).
         reduction: Keras reduction, applied to the scalar (a no-op for the default).
         dtype: computation dtype (default floatx, float32).
@@ -33,6 +42,16 @@ class MetricLoss(keras.losses.Loss):
     """
 
     distance = "l2"
+
+    def __init__(self, cross_replica_pairs=True, **kwargs):
+        super().__init__(**kwargs)
+        self.cross_replica_pairs = bool(cross_replica_pairs)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        def local(labels, embeddings):
+            return super(MetricLoss, self).__call__(labels, embeddings, sample_weight)
+
+        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
 
     def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         """Loss of samples against references (or in-batch when `ref_embeddings` is None).
@@ -83,3 +102,8 @@ class MetricLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         """In-batch loss for `model.compile`: y_true = labels [N] or [N, 1], y_pred = [N, D]."""
         return self.compute(y_true, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config["cross_replica_pairs"] = self.cross_replica_pairs
+        return config

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ccpdml.distribute.cross_replica import replica_loss
 from ccpdml.layers.proxy_bank import ProxyBank
 
 
@@ -51,6 +52,10 @@ class CCPLoss(keras.losses.Loss):
         proxy_weight: weight of the proxy term (default 1.0, `ccp_weight`).
         regularization: λ₀ of the proximal term (default 2e-4).
         decay: λ_k = λ₀·decay^k for problem instance k ≥ 1 (default 1.0).
+        cross_replica_pairs: under a multi-replica strategy, compute all three terms on the
+            all-gathered global batch and return L/R per replica, which makes training equal
+            to a single-device run on the global batch (default True; False: each replica's
+            own rows, averaged over replicas). See `ccpdml.distribute.cross_replica`.
         **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes: y_true labels [N] or [N, 1] (float accepted), y_pred raw embeddings [N, D] → scalar.
@@ -72,6 +77,7 @@ class CCPLoss(keras.losses.Loss):
         proxy_weight=1.0,
         regularization=2e-4,
         decay=1.0,
+        cross_replica_pairs=True,
         **kwargs,
     ):
         kwargs.setdefault("name", "ccp_loss")
@@ -89,6 +95,7 @@ class CCPLoss(keras.losses.Loss):
         self.proxy_weight = float(proxy_weight)
         self.regularization = float(regularization)
         self.decay = float(decay)
+        self.cross_replica_pairs = bool(cross_replica_pairs)
         self._model = None
         self.network_variables = []
         self.anchors = []
@@ -162,6 +169,14 @@ class CCPLoss(keras.losses.Loss):
         )
         return {"in_batch": in_batch, "proxy": proxy, "proximal": self.proximal_term()}
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        def local(labels, embeddings):
+            return super(CCPLoss, self).__call__(labels, embeddings, sample_weight)
+
+        # The proximal term is identical on every replica: the 1/R scaling makes its summed
+        # gradient exactly λ(w − w*), as on one device.
+        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
+
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)
         return (
@@ -180,6 +195,7 @@ class CCPLoss(keras.losses.Loss):
                 "proxy_weight": self.proxy_weight,
                 "regularization": self.regularization,
                 "decay": self.decay,
+                "cross_replica_pairs": self.cross_replica_pairs,
             }
         )
         return config

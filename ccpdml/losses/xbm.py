@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from ccpdml.distribute.cross_replica import replica_loss
+
 
 @keras.saving.register_keras_serializable(package="ccpdml")
 class XBMLoss(keras.losses.Loss):
@@ -31,6 +33,9 @@ class XBMLoss(keras.losses.Loss):
             (default 1000; must be ≥ 0).
         memory_weight: weight of the memory term (default 1.0, the original's xbm_weight).
         pair_weight: weight of the in-batch term (default 1.0, the original's pair_loss_weight).
+        cross_replica_pairs: under a multi-replica strategy, enqueue and pair the all-gathered
+            global batch and return L/R per replica (default True; the memory's batch_size is
+            then the global batch). See `ccpdml.distribute.cross_replica`.
         **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
@@ -44,7 +49,14 @@ class XBMLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, base_loss, memory, start_at=1000, memory_weight=1.0, pair_weight=1.0, **kwargs
+        self,
+        base_loss,
+        memory,
+        start_at=1000,
+        memory_weight=1.0,
+        pair_weight=1.0,
+        cross_replica_pairs=True,
+        **kwargs,
     ):
         kwargs.setdefault("name", "xbm_loss")
         super().__init__(**kwargs)
@@ -60,6 +72,7 @@ class XBMLoss(keras.losses.Loss):
         self.start_at = int(start_at)
         self.memory_weight = float(memory_weight)
         self.pair_weight = float(pair_weight)
+        self.cross_replica_pairs = bool(cross_replica_pairs)
 
     def ready(self):
         """Boolean scalar: the memory term is active (steps ≥ start_at + B and memory full)."""
@@ -67,6 +80,12 @@ class XBMLoss(keras.losses.Loss):
         return ops.logical_and(
             ops.greater_equal(self.memory.steps, threshold), self.memory.is_full()
         )
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        def local(labels, embeddings):
+            return super(XBMLoss, self).__call__(labels, embeddings, sample_weight)
+
+        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
 
     def call(self, y_true, y_pred):
         memory = self.memory
@@ -100,6 +119,7 @@ class XBMLoss(keras.losses.Loss):
                 "start_at": self.start_at,
                 "memory_weight": self.memory_weight,
                 "pair_weight": self.pair_weight,
+                "cross_replica_pairs": self.cross_replica_pairs,
             }
         )
         return config

@@ -69,13 +69,18 @@ def read_json(path: str):
         return json.load(handle)
 
 
+class RunDirectoryLockedError(PermissionError):
+    """Another process holds the run directory's lock (a `PermissionError`: the CLI reports it)."""
+
+
 class RunDirectory:
     """The run directory of one experiment, held under an exclusive lock while training.
 
     Args:
         path: directory; created if missing.
         lock: take the exclusive lock (`fcntl.flock` on `<path>/.lock`). A second process on the same
-            directory gets a `RuntimeError` naming the holder instead of corrupting the run.
+            directory gets a `RunDirectoryLockedError` naming the holder instead of corrupting the
+            run.
     """
 
     def __init__(self, path: str, lock: bool = True):
@@ -105,9 +110,10 @@ class RunDirectory:
             holder = handle.read().strip() or "unknown process"
             handle.close()
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RuntimeError(
+                raise RunDirectoryLockedError(
                     f"run directory {self.path!r} is in use by another training process "
-                    f"({holder}); wait for it to finish or use another --workdir"
+                    f"({holder}, lock file {lock_path}); wait for it to finish or use another "
+                    "--workdir"
                 ) from exc
             raise
         handle.seek(0)

@@ -36,6 +36,11 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def set_state(self, state: dict, best_weights) -> None:
         self._restored = (dict(state), best_weights)
 
+    def apply_restored_best(self, model) -> None:
+        """Set `model` to the restored best weights (resuming a run that had already stopped)."""
+        if self._restored is not None and self._restored[1] is not None:
+            model.set_weights(self._restored[1])
+
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if self._restored is not None:
@@ -82,6 +87,7 @@ class TrainingState(keras.callbacks.Callback):
         self.early_stopping = early_stopping
         self.every = max(1, int(every))
         self.history: list[dict] = []
+        self.stopped = False  # restored: training had already stopped early when saved
 
     # Saving --------------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
@@ -101,6 +107,7 @@ class TrainingState(keras.callbacks.Callback):
             arrays[f"extra_{i}"] = keras.ops.convert_to_numpy(var)
         meta = {
             "next_epoch": int(next_epoch),
+            "stopped": bool(self.model.stop_training),
             "history": self.history,
             "stateful": {name: obj.get_state() for name, obj in self.stateful.items()},
             "early_stopping": None,
@@ -120,7 +127,10 @@ class TrainingState(keras.callbacks.Callback):
 
     # Restoring -----------------------------------------------------------------------------
     def restore(self, model) -> int:
-        """Load the saved state into `model` & co.; returns the epoch to continue from (0 if none)."""
+        """Load the saved state into `model` & co.; returns the epoch to continue from (0 if none).
+
+        `self.stopped` tells whether training had already stopped (early stopping) at that save.
+        """
         if not os.path.exists(self.path):
             return 0
         with np.load(self.path) as data:
@@ -152,4 +162,5 @@ class TrainingState(keras.callbacks.Callback):
                 best = [data[f"esbest_{i}"] for i in range(count)] or None
                 self.early_stopping.set_state(meta["early_stopping"], best)
         self.history = list(meta["history"])
+        self.stopped = bool(meta.get("stopped", False))
         return int(meta["next_epoch"])

@@ -15,6 +15,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import data_pipelines
 from ccpdml.callbacks import CCPCallback, RetrievalValidation
@@ -23,6 +24,7 @@ from ccpdml.evaluation import retrieval_metrics
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.export import ensemble_model, export_saved_model
+from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
 from ccpdml.train.rundir import RunDirectory, atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
 from ccpdml.train.strategy import make_strategy
@@ -59,6 +61,40 @@ def _check_resumed_config(run: RunDirectory, config) -> None:
             f"{path} was written by a run with a different configuration (sections differing: "
             f"{', '.join(changed)}); resume with the same config, or use a new --workdir"
         )
+
+
+def _check_classes(data) -> None:
+    """Every class needs >= 2 images: positives for the pair losses, R >= 1 for MAP@R (§6)."""
+    for split in (data.train, data.test):
+        labels, counts = np.unique(split.labels, return_counts=True)
+        single = labels[counts < 2]
+        if len(single):
+            shown = ", ".join(str(int(c)) for c in single[:10])
+            more = f" and {len(single) - 10} more" if len(single) > 10 else ""
+            raise ValueError(
+                f"dataset {data.name!r}: {len(single)} class(es) of the {split.name or 'split'} "
+                f"split have a single image (labels {shown}{more}); every class needs at least 2 "
+                "images (a positive pair for training, a relevant neighbour for MAP@R/R-precision). "
+                "Remove those classes from the dataset or add images to them."
+            )
+
+
+def _explain_data_error(data, exc) -> Exception | None:
+    """A clear error naming the unreadable images behind a tf.data error, or None if none is."""
+    lines = []
+    for split in (data.train, data.test):
+        bad = split.undecodable_rows()
+        lines += [f"  {split.describe_row(i)}" for i in bad[:20]]
+        if len(bad) > 20:
+            lines.append(f"  ... and {len(bad) - 20} more in {split.name or 'the split'}")
+    if not lines:
+        return None
+    return ValueError(
+        f"dataset {data.name!r}: {len(lines)} image(s) cannot be read or decoded as JPEG, PNG, GIF "
+        "or BMP:\n" + "\n".join(lines) + "\nReplace or delete these files (for a benchmark, "
+        "extract the official archive again and re-run `python -m ccpdml prepare`), then rerun "
+        f"the same command: finished folds are kept. (TensorFlow said: {exc.message.strip()})"
+    )
 
 
 class _Embedder:
@@ -125,13 +161,26 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
         f"{global_batch} = {strategy.num_replicas_in_sync} replica(s) x "
         f"{global_batch // strategy.num_replicas_in_sync}"
     )
-    train_ds = data_pipelines.samplers.m_per_class(
-        train_split,
-        data_cfg.classes_per_batch,
-        data_cfg.samples_per_class,
-        preprocess,
-        seed=seed,
-    )
+    def train_stream(start_batch):
+        return data_pipelines.samplers.m_per_class(
+            train_split,
+            data_cfg.classes_per_batch,
+            data_cfg.samples_per_class,
+            preprocess,
+            seed=seed,
+            start_batch=start_batch,
+        )
+
+    def candidate_stream(start_batch):
+        return data_pipelines.samplers.one_per_class(
+            train_split,
+            preprocess,
+            batch_size=data_cfg.candidate_batch_size,
+            seed=seed + 7,
+            start_batch=start_batch,
+        )
+
+    train_ds = train_stream(0)
     input_shape = tuple(train_ds.element_spec[0].shape[1:])
 
     with strategy.scope():
@@ -139,7 +188,14 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
             config.model, config.loss, data_cfg, input_shape, train_split.num_classes, global_batch
         )
         optimizer = build_optimizer(config.optimizer, built, config.loss.proxy_lr_multiplier)
-        built.model.compile(optimizer=optimizer, loss=built.loss, jit_compile=train_cfg.jit_compile)
+        # Unweighted CCP terms as running means: the NaN guard names the failing term.
+        metrics = loss_term_metrics(built.ccp_loss) if built.ccp_loss is not None else None
+        built.model.compile(
+            optimizer=optimizer,
+            loss=built.loss,
+            metrics=metrics,
+            jit_compile=train_cfg.jit_compile,
+        )
 
     callbacks = []
     if val_split is not None:
@@ -147,12 +203,9 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
     ccp_callback = None
     if built.ccp_loss is not None:
         ccp_cfg = config.loss.ccp
-        candidates = data_pipelines.samplers.one_per_class(
-            train_split, preprocess, batch_size=data_cfg.candidate_batch_size, seed=seed + 7
-        )
         ccp_callback = CCPCallback(
             built.ccp_loss,
-            candidates,
+            candidate_stream(0),
             pool_size=ccp_cfg.pool_size,
             patience=ccp_cfg.patience,
             monitor=train_cfg.monitor,
@@ -176,8 +229,11 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
         # The snapshot variables exist once the callback knows the model; restore needs them.
         ccp_callback.set_model(built.model)
         extra = ccp_callback.state_variables()
+    state_path = os.path.join(fold_dir, "state", "state.npz")
+    # Before the state callback (which writes at epoch end); it raises from the batch hook.
+    callbacks.insert(0, NonFiniteLossGuard(train_cfg.validate_every, checkpoint=state_path))
     state = TrainingState(
-        os.path.join(fold_dir, "state", "state.npz"),
+        state_path,
         optimizer,
         extra_variables=extra,
         stateful={"ccp": ccp_callback} if ccp_callback is not None else None,
@@ -190,35 +246,53 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
     initial_epoch = state.restore(built.model)
     if initial_epoch:
         _log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")
+        if ccp_callback is not None and ccp_callback.candidate_batches:
+            # Continue the candidate stream where the interrupted run left it.
+            ccp_callback.candidates = candidate_stream(ccp_callback.candidate_batches)
     elif train_cfg.warmup_validations > 0:
         _log(f"warm-up: {train_cfg.warmup_validations} round(s) training the embedding head only")
         _freeze_backbone(built.embedder, True, config.model.freeze_bn)
         with strategy.scope():
             warm_opt = build_optimizer(config.optimizer, built, config.loss.proxy_lr_multiplier)
             built.model.compile(
-                optimizer=warm_opt, loss=built.loss, jit_compile=train_cfg.jit_compile
+                optimizer=warm_opt,
+                loss=built.loss,
+                metrics=metrics,
+                jit_compile=train_cfg.jit_compile,
             )
         built.model.fit(
             train_ds,
             steps_per_epoch=train_cfg.validate_every,
             epochs=train_cfg.warmup_validations,
+            callbacks=[NonFiniteLossGuard(train_cfg.validate_every)],
             verbose=2,
         )
         _freeze_backbone(built.embedder, False, config.model.freeze_bn)
         with strategy.scope():
             built.model.compile(
-                optimizer=optimizer, loss=built.loss, jit_compile=train_cfg.jit_compile
+                optimizer=optimizer,
+                loss=built.loss,
+                metrics=metrics,
+                jit_compile=train_cfg.jit_compile,
             )
 
     started = time.time()
-    built.model.fit(
-        train_ds,
-        steps_per_epoch=train_cfg.validate_every,
-        epochs=train_cfg.max_validations,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    if state.stopped:
+        # Killed after early stopping had fired: only the restore-best step of on_train_end is left.
+        _log(f"repeat {repeat} fold {fold} had already stopped early; finishing it")
+        if early is not None:
+            early.apply_restored_best(built.model)
+    else:
+        # The main stream continues after the warm-up batches and the rounds already done.
+        start = (train_cfg.warmup_validations + initial_epoch) * train_cfg.validate_every
+        built.model.fit(
+            train_stream(start),
+            steps_per_epoch=train_cfg.validate_every,
+            epochs=train_cfg.max_validations,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2,
+        )
     elapsed = time.time() - started
     built.embedder.save_weights(os.path.join(fold_dir, "embedder.weights.h5"))
 
@@ -333,6 +407,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _check_resumed_config(run, config)
         strategy = make_strategy(config.distribute)
         data = data_pipelines.load(config.data.name, config.data.data_dir)
+        _check_classes(data)
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size
         )
@@ -351,9 +426,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     _log(f"repeat {repeat} fold {fold} already finished; skipping")
                     results.append(done)
                     continue
-                results.append(
-                    _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed)
-                )
+                try:
+                    result = _train_fold(
+                        config, run, data, preprocess, strategy, repeat, fold, embed
+                    )
+                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+                    clear = _explain_data_error(data, exc)
+                    if clear is None:
+                        raise
+                    raise clear from exc
+                results.append(result)
         sample = next(iter(data_pipelines.samplers.eval_batches(data.test, preprocess, 1)))[0]
         input_shape = tuple(sample.shape[1:])
         ensemble = _ensemble(config, run, data, preprocess, results, input_shape)

@@ -1,0 +1,436 @@
+"""Run every benchmark of bench/ (issue "Performance") and write bench/results.json + RESULTS.md.
+
+Each script runs as its own subprocess with `--json`; scripts listed with several runs are run
+that many times and every numeric figure is the median over the runs (the scripts themselves
+already take medians over repeated timings, see each docstring and bench/README.md). A script
+that is absent is reported as "missing", one that fails or times out as "failed"; the others
+still run. Targets are quoted next to each measured figure with met / not met.
+
+Usage: python bench/run_all.py [--only key1,key2] [--out-dir bench] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+
+# key: (script, arguments, runs, timeout in s). Repetition counts are chosen so that the whole
+# suite stays well under 20 minutes on the 2-core machine (about 10-12 minutes measured).
+JOBS = {
+    "ccp_overhead_small_cnn": (
+        "bench_ccp_overhead.py",
+        ["--backbone", "small_cnn", "--input-size", "32", "--rounds", "9", "--steps", "10"],
+        1,
+        300,
+    ),
+    "ccp_overhead_bn_inception": (
+        "bench_ccp_overhead.py",
+        ["--backbone", "bn_inception", "--input-size", "96", "--rounds", "4", "--steps", "3"],
+        1,
+        480,
+    ),
+    "proxy_losses": ("bench_proxy_losses.py", ["--repeats", "5"], 1, 300),
+    "reinit": (
+        "bench_reinit.py",
+        ["--repeats", "7", "--backbones", "small_cnn:32,bn_inception:96,bn_inception:227"],
+        1,
+        420,
+    ),
+    "evaluation": ("bench_evaluation.py", [], 1, 420),
+    "input_pipeline": ("bench_input_pipeline.py", ["--size", "227"], 3, 300),
+}
+QUICK_ARGS = {  # --quick: a smoke run of the runner itself (figures are not meaningful)
+    "ccp_overhead_small_cnn": ["--rounds", "1", "--steps", "2", "--jit", "off"],
+    "ccp_overhead_bn_inception": ["--rounds", "1", "--steps", "1", "--jit", "off"],
+    "proxy_losses": ["--repeats", "1", "--losses", "contrastive"],
+    "reinit": ["--repeats", "1", "--embed-repeats", "1", "--backbones", "small_cnn:32"],
+    "evaluation": ["--n", "2000", "--classes", "400"],
+    "input_pipeline": ["--num-images", "40", "--train-batches", "2"],
+}
+
+
+def machine_facts():
+    facts = {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            models = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        facts["cpu_model"] = models[0] if models else None
+        with open("/proc/meminfo") as fh:
+            kb = int(next(ln for ln in fh if ln.startswith("MemTotal")).split()[1])
+        facts["ram_gb"] = round(kb / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "faiss-cpu"):
+        try:
+            facts[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if hasattr(os, "getloadavg"):
+        facts["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    return facts
+
+
+def median_merge(values):
+    """Median of every numeric leaf across several JSON results of the same script."""
+    first = values[0]
+    if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
+        return first
+    if isinstance(first, (int, float)):
+        return statistics.median(values)
+    if isinstance(first, dict):
+        return {k: median_merge([v[k] for v in values if k in v]) for k in first}
+    if isinstance(first, list) and all(len(v) == len(first) for v in values):
+        return [median_merge(list(items)) for items in zip(*values)]
+    return first
+
+
+def run_job(key, quick):
+    script, args, runs, timeout = JOBS[key]
+    path = os.path.join(BENCH, script)
+    record = {"script": f"bench/{script}", "args": args, "runs": runs}
+    if not os.path.exists(path):
+        record.update(status="missing", note=f"bench/{script} does not exist")
+        return record
+    if quick:
+        args, runs = args + QUICK_ARGS.get(key, []), 1
+        record.update(args=args, runs=runs)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    results, walls = [], []
+    for i in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "result.json")
+            cmd = [sys.executable, path, *args, "--json", out]
+            print(f"[bench] {key} run {i + 1}/{runs}: {' '.join(cmd[1:])}", flush=True)
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired:
+                record.update(status="failed", note=f"timed out after {timeout} s")
+                break
+            walls.append(time.perf_counter() - start)
+            if proc.returncode != 0 or not os.path.exists(out):
+                tail = (proc.stderr or proc.stdout)[-1200:]
+                record.update(status="failed", note=f"exit {proc.returncode}: {tail}")
+                break
+            with open(out) as fh:
+                results.append(json.load(fh))
+    record["wall_s"] = [round(w, 1) for w in walls]
+    if results:
+        record["result"] = median_merge(results) if len(results) > 1 else results[0]
+        record.setdefault("status", "ok")
+    return record
+
+
+def _get(jobs, key, *path):
+    value = jobs.get(key, {}).get("result")
+    for p in path:
+        if not isinstance(value, dict) or p not in value:
+            return None
+        value = value[p]
+    return value
+
+
+def _row(item, figure, measured, target, met, notes=""):
+    status = {True: "met", False: "NOT met", None: "info"}[met]
+    return {"item": item, "figure": figure, "measured": measured, "target": target,
+            "status": status, "notes": notes}  # fmt: skip
+
+
+def _absent(jobs, key, item, figure):
+    job = jobs.get(key, {"status": "not run"})
+    note = job.get("note", "")[-300:].replace("\n", " ").replace("|", "/")
+    return _row(item, figure, job.get("status", "not run"), "-", None, note)
+
+
+def figures(jobs):
+    rows = []
+    # 1 + 6: CCP overhead and XLA.
+    for key, label in (
+        ("ccp_overhead_small_cnn", "small CNN"),
+        ("ccp_overhead_bn_inception", "BN-Inception"),
+    ):
+        res = jobs.get(key, {}).get("result")
+        if not res:
+            rows.append(_absent(jobs, key, 1, f"CCP/plain step time, {label}"))
+            continue
+        shape = "×".join(str(s) for s in res["input_shape"])
+        variants = res["variants"]
+        setup = (
+            f"batch {res['batch']} ({res['classes_per_batch']}×{res['samples_per_class']}), "
+            f"C={res['num_classes']}, K={res['proxies_per_class']}, input {shape}, median of "
+            f"{res['rounds']} ABAB rounds × {res['steps_per_round']} steps"
+        )
+        for tag, xla in (("noxla", "no XLA"), ("xla", "XLA")):
+            ratio = res.get(f"ccp_over_plain_{tag}")
+            if ratio is None:
+                continue
+            p, c = variants[f"plain_{tag}"], variants[f"ccp_{tag}"]
+            rows.append(
+                _row(
+                    1,
+                    f"CCP/plain step time, {label} {shape}, {xla}",
+                    f"{ratio:.3f} ({1000 * c['s_per_step_median']:.1f} vs "
+                    f"{1000 * p['s_per_step_median']:.1f} ms/step)",
+                    "≤ 1.05 (paper: 1.08)",
+                    ratio <= 1.05,
+                    setup,
+                )
+            )
+        for kind in ("plain", "ccp"):
+            a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
+            if a and b:
+                speedup = res.get(f"xla_speedup_{kind}", a["s_per_step_median"] / b["s_per_step_median"])
+                rows.append(
+                    _row(
+                        6,
+                        f"steps/s, {kind} contrastive, {label} {shape}",
+                        f"{a['steps_per_s']:.2f} without XLA, {b['steps_per_s']:.2f} with XLA "
+                        f"(×{speedup:.2f})",
+                        "one compiled graph; jit_compile where it helps",
+                        None,
+                        f"first step (trace+compile): {a['first_step_s']:.1f} s without, "
+                        f"{b['first_step_s']:.1f} s with XLA; "
+                        + ("XLA helps here" if speedup > 1.05 else "XLA does not help here"),
+                    )
+                )
+        for name, err in res.get("errors", {}).items():
+            rows.append(_row(6, f"{label} {name}", "error", "-", False, err[:200]))
+    # 2: proxy term at SOP scale.
+    res = jobs.get("proxy_losses", {}).get("result")
+    if res:
+        for name, r in res["losses"].items():
+            fig = f"{name}: fwd+bwd, N=32 vs R={res['num_refs']:,}×{res['dim']}"
+            if "error" in r:
+                rows.append(_row(2, fig, "failed", "no O(R²)", False, r["error"][-200:]))
+                continue
+            growth = r["peak_growth_mb"] / max(r["peak_growth_small_mb"], 1e-9)
+            rows.append(
+                _row(
+                    2,
+                    fig,
+                    f"{1000 * r['s']:.0f} ms, peak RSS +{r['peak_growth_mb']:.0f} MB",
+                    "nothing quadratic in R (peak < "
+                    f"{res['flag_mb']:.0f} MB; [R,R] alone = {res['num_refs'] ** 2 * 4 / 2**30:.1f} GB)",
+                    not r["quadratic_suspect"] and r["finite"],
+                    f"R/4: {1000 * r['s_small']:.0f} ms, +{r['peak_growth_small_mb']:.0f} MB "
+                    f"(memory ×{growth:.1f} for R ×4); "
+                    f"≈{r['growth_in_nr_matrices']:.0f} [N,R] matrices; "
+                    f"median of {res['repeats']}",
+                )
+            )
+    else:
+        rows.append(_absent(jobs, "proxy_losses", 2, "proxy losses at SOP scale"))
+    # 3: re-initialisation.
+    res = jobs.get("reinit", {}).get("result")
+    if res:
+        kc = res["k_center"]
+        rows.append(
+            _row(
+                3,
+                f"greedy_k_center {kc['shape_pool']} (initial {kc['shape_initial']}, k={kc['k']})",
+                f"{kc['s_median']:.3f} s",
+                "< 0.2 s",
+                kc["s_median"] < 0.2,
+                f"eager, as CCPCallback calls it; median of {len(kc['s_all'])}",
+            )
+        )
+        for name, e in res["embedding"].items():
+            rows.append(
+                _row(
+                    3,
+                    f"candidate-pool embedding, {e['backbone']} {e['input_size']}px, batch "
+                    f"{e['embed_batch']}",
+                    f"{e['embed_eager_images_per_s']:.0f} img/s eager "
+                    f"(×{e['embed_eager_over_train']:.2f} of training), "
+                    f"{e['embed_compiled_images_per_s']:.0f} img/s compiled "
+                    f"(×{e['embed_compiled_over_train']:.2f})",
+                    "report vs training images/s",
+                    None,
+                    f"training {e['train_images_per_s']:.0f} img/s; one SOP pool "
+                    f"({e['sop_pool_images']:,} images) ≈ {e['sop_pool_embed_s_eager']:.0f} s "
+                    f"eager / {e['sop_pool_embed_s_compiled']:.0f} s compiled",
+                )
+            )
+    else:
+        rows.append(_absent(jobs, "reinit", 3, "re-initialisation cost"))
+    # 4: evaluation.
+    res = jobs.get("evaluation", {}).get("result")
+    if res:
+        c = res["ccpdml"]
+        size = f"{res['n']:,}×{res['dim']}"
+        faiss = res.get("faiss")
+        ratio = res.get("ratio_ccpdml_over_faiss")
+        rows.append(
+            _row(
+                4,
+                f"retrieval_metrics time, {size}",
+                f"{c['wall_s']:.1f} s"
+                + (f" (faiss flat kNN alone {faiss['wall_s']:.1f} s, ratio {ratio:.2f})" if faiss else ""),
+                "≤ 1.0 × faiss kNN alone",
+                None if ratio is None else ratio <= 1.0,
+                "faiss not installed: no comparison" if faiss is None else f"faiss k={faiss.get('k')}",
+            )
+        )  # fmt: skip
+        rows.append(
+            _row(
+                4,
+                f"retrieval_metrics peak RSS, {size}",
+                f"{c['peak_rss_mb']:.0f} MB",
+                "≤ 2 GB",
+                c["peak_rss_mb"] <= 2048,
+                f"{c['rss_before_mb']:.0f} MB before the call (TF imported)",
+            )
+        )
+    else:
+        rows.append(_absent(jobs, "evaluation", 4, "evaluation at SOP scale"))
+    # 5: input pipeline vs the backbone's consumption.
+    res = jobs.get("input_pipeline", {}).get("result")
+    if res:
+        size = res.get("image_size")
+        emb = (_get(jobs, "reinit", "embedding") or {}).get(f"bn_inception_{size}")
+        train_need = emb["train_images_per_s"] if emb else None
+        eval_need = emb["embed_compiled_images_per_s"] if emb else None
+        runs = jobs["input_pipeline"]["runs"]
+        for split, need, what in (
+            ("train", train_need, "BN-Inception training"),
+            ("eval", eval_need, "BN-Inception inference"),
+        ):
+            rate = res[f"{split}_images_per_s"]
+            rows.append(
+                _row(
+                    5,
+                    f"{split} pipeline, fake 500×375 JPEGs → {size}px",
+                    f"{rate:.0f} img/s",
+                    f"≥ {what} at {size}px"
+                    + (f" ({need:.0f} img/s)" if need else " (not measured)"),
+                    None if need is None else rate >= need,
+                    f"median of {runs} runs, {res.get('num_images')} images"
+                    + (f"; ×{rate / need:.1f} of the consumption" if need else ""),
+                )
+            )
+    else:
+        rows.append(_absent(jobs, "input_pipeline", 5, "input pipeline"))
+    return rows
+
+
+def _md_cell(value):
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def render_markdown(report):
+    m = report["machine"]
+    lines = [
+        "# ccpdml benchmark results",
+        "",
+        f"Command: `{report['command']}` — started {m['date']}, total {report['duration_s']:.0f} s.",
+        "",
+        "Machine: "
+        + ", ".join(
+            f"{k} {m[k]}"
+            for k in (
+                "nproc",
+                "usable_cpus",
+                "cpu_model",
+                "ram_gb",
+                "tensorflow",
+                "tensorflow-cpu",
+                "keras",
+                "numpy",
+                "faiss-cpu",
+                "python",
+                "loadavg_start",
+                "loadavg_end",
+            )
+            if m.get(k) is not None
+        )
+        + ".",
+        "",
+        "The machine is shared with other jobs (see the load averages): ratios come from "
+        "interleaved runs and are more trustworthy than absolute times.",
+        "",
+        "| # | figure | measured | target | status | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["figures"]:
+        cells = [r["item"], r["figure"], r["measured"], r["target"], r["status"], r["notes"]]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    lines += ["", "## Runs", "", "| job | script and arguments | runs | wall (s) | status |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for key, job in report["jobs"].items():
+        cmd = " ".join([job["script"], *job["args"]])
+        wall = ", ".join(str(w) for w in job.get("wall_s", [])) or "-"
+        lines.append(f"| {key} | `{cmd}` | {job['runs']} | {wall} | {job['status']} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "Item 1: the proximal term is active (λ = 2e-4) and the proxy term uses a ProxyBank of C "
+    "classes × K = 8 proxies; each step is `train_on_batch` with DMLAdam on one fixed synthetic "
+    "batch (no input pipeline), so the ratio isolates the loss/optimizer overhead.",
+    "Item 3: CCPCallback embeds the candidate pool with an eager `model(batch, training=False)`; "
+    "the compiled figure shows what a `tf.function`/`predict_on_batch` embedding would give.",
+    "Item 5: the consumption rate is BN-Inception's plain training step (batch 32, no XLA) and its "
+    "compiled inference (batch 128) at the pipeline's output size, from the reinit job.",
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated job keys (default: all)")
+    parser.add_argument("--out-dir", default=BENCH)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run of the runner")
+    args = parser.parse_args(argv)
+    keys = [k for k in args.only.split(",") if k] or list(JOBS)
+    unknown = sorted(set(keys) - set(JOBS))
+    if unknown:
+        parser.error(f"unknown job(s) {unknown}; valid: {', '.join(JOBS)}")
+
+    start = time.perf_counter()
+    machine = machine_facts()
+    jobs = {key: run_job(key, args.quick) for key in keys}
+    if hasattr(os, "getloadavg"):
+        machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report = {
+        "command": " ".join(["python", "bench/run_all.py", *(argv or sys.argv[1:])]),
+        "machine": machine,
+        "duration_s": time.perf_counter() - start,
+        "jobs": jobs,
+        "figures": figures(jobs),
+        "notes": NOTES,
+    }
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "results.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as fh:
+        fh.write(render_markdown(report))
+    for row in report["figures"]:
+        print(f"[{row['status']:>7}] {row['item']} {row['figure']}: {row['measured']}")
+    print(f"wrote {args.out_dir}/results.json and RESULTS.md in {report['duration_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

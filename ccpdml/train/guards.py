@@ -1,0 +1,106 @@
+"""Stop training at the first non-finite loss, naming the step and the loss term.
+
+`NonFiniteLossGuard` checks the batch logs after every training step: the running "loss" and, for
+CCP, the running means of the three terms logged by `loss_term_metrics` ("ccp_in_batch",
+"ccp_proxy", "ccp_proximal"; unweighted, METHOD §3.1). A running mean turns non-finite exactly at
+the first step whose value is non-finite, so the first failing step is the one named. The guard
+raises `NonFiniteLossError` from the batch hook: the epoch never ends, so `TrainingState` never
+writes the poisoned weights and the last good checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+CCP_TERMS = ("in_batch", "proxy", "proximal")
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN/inf loss (raised by `NonFiniteLossGuard`)."""
+
+
+@keras.saving.register_keras_serializable(package="ccpdml")
+class _LossTerm(keras.metrics.Mean):
+    """Running mean of one unweighted CCP term, `ccp_loss.components(y, ŷ)[term]`."""
+
+    def __init__(self, ccp_loss=None, term="in_batch", **kwargs):
+        kwargs.setdefault("name", f"ccp_{term}")
+        super().__init__(**kwargs)
+        self.ccp_loss = ccp_loss
+        self.term = term
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        value = self.ccp_loss.components(y_true, y_pred)[self.term]
+        return super().update_state(keras.ops.stop_gradient(value))
+
+    def get_config(self):
+        return {**super().get_config(), "term": self.term}
+
+
+def loss_term_metrics(ccp_loss) -> list:
+    """Metrics logging the CCP terms as `ccp_in_batch`, `ccp_proxy`, `ccp_proximal` (for the guard)."""
+    return [_LossTerm(ccp_loss, term) for term in CCP_TERMS]
+
+
+@keras.saving.register_keras_serializable(package="ccpdml")
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Raise `NonFiniteLossError` at the first training step whose loss is NaN or inf.
+
+    The message names the global step (1-based, counting the steps of this fold's main training,
+    including those done before a resume), every non-finite logged term ("loss", "ccp_in_batch",
+    "ccp_proxy", "ccp_proximal") and the last checkpoint, which is left untouched.
+
+    Args:
+        steps_per_epoch: steps of one epoch (validation round), to number the steps globally.
+        checkpoint: path of the last good training state, quoted in the message (default None).
+        terms: log keys checked besides "loss" (default the three CCP terms; absent keys ignored).
+    """
+
+    def __init__(self, steps_per_epoch, checkpoint=None, terms=None, **kwargs):
+        super().__init__(**kwargs)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.checkpoint = checkpoint
+        self.terms = tuple(terms) if terms is not None else tuple(f"ccp_{t}" for t in CCP_TERMS)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        bad = {}
+        for key in ("loss", *self.terms):
+            if key in logs:
+                value = float(np.asarray(logs[key]))
+                if not math.isfinite(value):
+                    bad[key] = value
+        if not bad:
+            return
+        step = self._epoch * self.steps_per_epoch + int(batch) + 1
+        self.model.stop_training = True
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        which = [k for k in bad if k != "loss"]
+        kept = (
+            f"the last good checkpoint {self.checkpoint!r} is kept (nothing of this round was saved)"
+            if self.checkpoint
+            else "nothing of this round was saved"
+        )
+        raise NonFiniteLossError(
+            f"non-finite loss at training step {step} (validation round {self._epoch + 1}, batch "
+            f"{int(batch) + 1}): {terms}"
+            + (f"; non-finite term(s): {', '.join(which)}" if which else "")
+            + f". Training stopped; {kept}. Usual fixes: lower optimizer.learning_rate, set "
+            "optimizer.clip_global_norm, check the input data for NaN/inf values; a changed "
+            "config needs a new --workdir (rerunning this one unchanged resumes from the "
+            "checkpoint and will probably fail again)."
+        )
+
+    def get_config(self):
+        return {
+            "steps_per_epoch": self.steps_per_epoch,
+            "checkpoint": self.checkpoint,
+            "terms": list(self.terms),
+        }
