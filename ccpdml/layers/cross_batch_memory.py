@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from ccpdml.layers.pass_through import EmbeddingStateLayer
+
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class CrossBatchMemory(keras.layers.Layer):
+class CrossBatchMemory(EmbeddingStateLayer):
     """Ring buffer of the last B batches of raw embeddings and labels; `call` is the identity.
 
     Placed on the embedding like `ProxyBank` (`emb = memory(emb)`) so that the model tracks and
@@ -37,7 +39,7 @@ class CrossBatchMemory(keras.layers.Layer):
 
     def __init__(self, batches_in_memory, batch_size, embedding_dim=None, **kwargs):
         kwargs.setdefault("trainable", False)
-        super().__init__(**kwargs)
+        super().__init__(embedding_dim=embedding_dim, **kwargs)
         if int(batches_in_memory) < 1 or int(batch_size) < 1:
             raise ValueError(
                 "Expected batches_in_memory >= 1 and batch_size >= 1, received "
@@ -45,29 +47,19 @@ class CrossBatchMemory(keras.layers.Layer):
             )
         self.batches_in_memory = int(batches_in_memory)
         self.batch_size = int(batch_size)
-        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-        if self.embedding_dim is not None:
-            self.build((None, self.embedding_dim))
+        self._build_now_if_sized()
 
     @property
     def memory_size(self):
         """B·N rows."""
         return self.batches_in_memory * self.batch_size
 
-    def build(self, input_shape=None):
-        dim = self.embedding_dim
-        input_dim = None if input_shape is None else input_shape[-1]
-        if dim is None:
-            dim = input_dim
-        if dim is None:
-            raise ValueError(
-                "CrossBatchMemory needs the embedding dimension: pass `embedding_dim=` or call the "
-                f"layer on an input with a known last dimension (received {input_shape})."
-            )
-        self._check_dim(input_dim, dim)
+    stored = "embeddings"
+
+    def build_state(self, dim):
         self.embeddings = self.add_weight(
             name="embeddings",
-            shape=(self.memory_size, int(dim)),
+            shape=(self.memory_size, dim),
             initializer="zeros",
             trainable=False,
         )
@@ -81,26 +73,14 @@ class CrossBatchMemory(keras.layers.Layer):
         self.pointer = self._counter("pointer")
         self.filled = self._counter("filled")
         self.steps = self._counter("steps")
-        self.built = True
+
+    def state_variable(self):
+        return self.embeddings
 
     def _counter(self, name):
         return self.add_weight(
             name=name, shape=(), initializer="zeros", dtype="int32", trainable=False
         )
-
-    def _check_dim(self, input_dim, dim):
-        if input_dim is not None and int(input_dim) != int(dim):
-            raise ValueError(
-                f"CrossBatchMemory stores embeddings of dimension {dim} but received inputs of "
-                f"dimension {input_dim}; set embedding_dim to the embedding size."
-            )
-
-    def call(self, inputs):
-        self._check_dim(inputs.shape[-1], self.embeddings.shape[-1])
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def enqueue(self, embeddings, labels):
         """Write a batch (raw embeddings [N, D], labels [N] or [N, 1]) over the oldest slot."""
@@ -142,7 +122,6 @@ class CrossBatchMemory(keras.layers.Layer):
             {
                 "batches_in_memory": self.batches_in_memory,
                 "batch_size": self.batch_size,
-                "embedding_dim": self.embedding_dim,
             }
         )
         return config

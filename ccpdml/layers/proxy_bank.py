@@ -4,9 +4,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from ccpdml.layers.pass_through import EmbeddingStateLayer
+
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class ProxyBank(keras.layers.Layer):
+class ProxyBank(EmbeddingStateLayer):
     """K proxies per class, owned by the model graph; `call` returns its input unchanged.
 
     Placing the bank on the embedding (`emb = bank(emb)`) makes the model track, train, save and
@@ -40,7 +42,7 @@ class ProxyBank(keras.layers.Layer):
         embedding_dim=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(embedding_dim=embedding_dim, **kwargs)
         if int(num_classes) < 1 or int(proxies_per_class) < 1:
             raise ValueError(
                 "Expected num_classes >= 1 and proxies_per_class >= 1, received "
@@ -49,29 +51,19 @@ class ProxyBank(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.proxies_per_class = int(proxies_per_class)
         self.initializer = keras.initializers.get(initializer)
-        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-        if self.embedding_dim is not None:
-            self.build((None, self.embedding_dim))
+        self._build_now_if_sized()
+
+    stored = "proxies"
 
     @property
     def num_proxies(self):
         """R = C·K."""
         return self.num_classes * self.proxies_per_class
 
-    def build(self, input_shape=None):
-        dim = self.embedding_dim
-        input_dim = None if input_shape is None else input_shape[-1]
-        if dim is None:
-            dim = input_dim
-        if dim is None:
-            raise ValueError(
-                "ProxyBank needs the embedding dimension: pass `embedding_dim=` or call the layer "
-                f"on an input with a known last dimension (received input_shape={input_shape})."
-            )
-        self._check_dim(input_dim, dim)
+    def build_state(self, dim):
         self.proxies = self.add_weight(
             name="proxies",
-            shape=(self.num_proxies, int(dim)),
+            shape=(self.num_proxies, dim),
             initializer=self.initializer,
             trainable=True,
         )
@@ -83,21 +75,9 @@ class ProxyBank(keras.layers.Layer):
             dtype="int32",
             trainable=False,
         )
-        self.built = True
 
-    def _check_dim(self, input_dim, dim):
-        if input_dim is not None and int(input_dim) != int(dim):
-            raise ValueError(
-                f"ProxyBank holds proxies of dimension {dim} but received inputs of dimension "
-                f"{input_dim}; set embedding_dim to the embedding size."
-            )
-
-    def call(self, inputs):
-        self._check_dim(inputs.shape[-1], self.proxies.shape[-1])
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def state_variable(self):
+        return self.proxies
 
     def proxies_by_class(self):
         """Proxies as [C, K, D]: entry [c, k] is row k·C + c of `proxies`."""
@@ -124,7 +104,6 @@ class ProxyBank(keras.layers.Layer):
                 "num_classes": self.num_classes,
                 "proxies_per_class": self.proxies_per_class,
                 "initializer": keras.initializers.serialize(self.initializer),
-                "embedding_dim": self.embedding_dim,
             }
         )
         return config

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData, Split
+from data_pipelines.dataset import DMLData
 
 ANNOTATION_FIELDS = (
     "relative_im_path",
@@ -132,7 +132,4 @@ def load_cars196(data_dir=None, manual_dir=None) -> DMLData:
     Returns:
         DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
     """
-    builder = common.prepared_builder(Cars196, data_dir, manual_dir)
-    train = Split.from_encoded(*common.collect_split(builder, "train"), name="cars196/train")
-    test = Split.from_encoded(*common.collect_split(builder, "test"), name="cars196/test")
-    return DMLData("cars196", train, test, default_preprocessing="caffe_bgr")
+    return common.load_train_test(Cars196, "cars196", data_dir, manual_dir)

@@ -312,3 +312,17 @@ def dataset_info(builder, description: str, homepage: str, with_bbox: bool):
         # Row order is part of the data (In-Shop query rows first, METHOD §5.1): keep it.
         disable_shuffling=True,
     )
+
+
+def load_train_test(builder_cls, name, data_dir=None, manual_dir=None):
+    """`DMLData` of a benchmark with a train and a test split (CUB, Cars, SOP).
+
+    The splits hold the encoded JPEG bytes in the prepared row order; `manual_dir`, when given,
+    prepares the data first if needed (see `prepared_builder`).
+    """
+    from data_pipelines.dataset import DMLData, Split
+
+    builder = prepared_builder(builder_cls, data_dir, manual_dir)
+    train = Split.from_encoded(*collect_split(builder, "train"), name=f"{name}/train")
+    test = Split.from_encoded(*collect_split(builder, "test"), name=f"{name}/test")
+    return DMLData(name, train, test, default_preprocessing="caffe_bgr")

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData, Split
+from data_pipelines.dataset import DMLData
 
 
 class Cub200(tfds.core.GeneratorBasedBuilder):
@@ -120,7 +120,4 @@ def load_cub200(data_dir=None, manual_dir=None) -> DMLData:
     Returns:
         DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
     """
-    builder = common.prepared_builder(Cub200, data_dir, manual_dir)
-    train = Split.from_encoded(*common.collect_split(builder, "train"), name="cub200/train")
-    test = Split.from_encoded(*common.collect_split(builder, "test"), name="cub200/test")
-    return DMLData("cub200", train, test, default_preprocessing="caffe_bgr")
+    return common.load_train_test(Cub200, "cub200", data_dir, manual_dir)

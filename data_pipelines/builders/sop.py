@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow_datasets as tfds
 
 from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData, Split
+from data_pipelines.dataset import DMLData
 
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
@@ -107,7 +107,4 @@ def load_sop(data_dir=None, manual_dir=None) -> DMLData:
     Returns:
         DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
     """
-    builder = common.prepared_builder(Sop, data_dir, manual_dir)
-    train = Split.from_encoded(*common.collect_split(builder, "train"), name="sop/train")
-    test = Split.from_encoded(*common.collect_split(builder, "test"), name="sop/test")
-    return DMLData("sop", train, test, default_preprocessing="caffe_bgr")
+    return common.load_train_test(Sop, "sop", data_dir, manual_dir)
