@@ -6,7 +6,7 @@ times: {plain `ContrastiveLoss()`, `CCPLoss(ContrastiveLoss(), ProxyBank(C, K))`
 fixed synthetic batch of 32 = 8 classes × 4 samples. The proximal term is active (λ = 2e-4, as in
 every problem instance after the first). The four variants are interleaved within each round (the
 order rotates every round) so that load changes of the shared machine hit all of them alike; a
-round times `--steps` steps per variant after one warm-up round. Reported: median seconds/step
+round times `--steps` steps per variant, after one untimed warm-up round. Reported: median s/step
 per variant, and the CCP/plain ratio as the median over rounds of the per-round ratio.
 
 Usage:
@@ -90,11 +90,12 @@ def run(args):
                 start = time.perf_counter()
                 model.train_on_batch(x, y)  # trace + compile
                 compile_s = time.perf_counter() - start
-                _time_steps(model, x, y, max(1, args.steps // 2))  # warm-up
                 variants[name] = {"model": model, "compile_s": compile_s, "times": []}
             except Exception as exc:  # report, e.g. an op XLA cannot compile
                 errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
     names = list(variants)
+    for name in names:  # one untimed warm-up round
+        _time_steps(variants[name]["model"], x, y, args.steps)
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:

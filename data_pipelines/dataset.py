@@ -188,10 +188,10 @@ class Split:
     def describe_row(self, index):
         """Human-readable origin of row `index`: the file path, or the encoded item number."""
         item = int(self.rows[index])
-        where = (
-            str(self.source[item]) if self.kind == "paths" else f"{self.kind} item {item}"
+        where = str(self.source[item]) if self.kind == "paths" else f"{self.kind} item {item}"
+        return (
+            f"{where} (row {int(index)} of {self.name or 'the split'}, label {self.labels[index]})"
         )
-        return f"{where} (row {int(index)} of {self.name or 'the split'}, label {self.labels[index]})"
 
     def images(self):
         """Finite tf.data.Dataset of the decoded uint8 images in row order (no labels)."""

@@ -113,20 +113,18 @@ class CCPCallback(keras.callbacks.Callback):
             "wait": self.wait,
             "best": self.best,
             "previous_monitor": self.previous_monitor,
-            "candidate_batches": self.candidate_batches,
         }
 
     def set_state(self, state):
         """Restore `get_state()`; the next on_train_begin then keeps proxies and λ of the run.
 
-        A dataset `candidates` is not advanced here: pass a stream that starts at batch
-        `candidate_batches` (e.g. `one_per_class(..., start_batch=...)`) to continue the draws.
+        A dataset `candidates` is not advanced here: save `candidate_batches` (batches taken so
+        far) too and pass a stream starting there (`one_per_class(..., start_batch=...)`).
         """
         self.instance = int(state["instance"])
         self.wait = int(state["wait"])
         self.best = float(state["best"])
         self.previous_monitor = float(state["previous_monitor"])
-        self.candidate_batches = int(state.get("candidate_batches", 0))
         self._restored = True
 
     def state_variables(self):

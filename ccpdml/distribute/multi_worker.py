@@ -16,6 +16,16 @@ Design (one compiled step, everything else eager in cross-replica context):
 The dataset yields GLOBAL batches (x, y); it is sharded by data (`AutoShardPolicy.DATA`), so each
 worker's replicas receive disjoint slices of each global batch, as `model.fit` would do.
 
+Identical replicas. Gradients are all-reduced, so trainable weights stay identical, but state
+updated from LOCAL data does not: BatchNormalization moving statistics are computed from each
+worker's own slice (Keras creates them with aggregation "none"), and everything derived from
+the model in callbacks (validation metrics, the CCP k-center re-initialisation of the proxies,
+early-stopping decisions) would then differ between workers. The loop therefore broadcasts every
+floating-point model variable from replica 0 (worker 0) after `on_train_begin`, before
+`on_epoch_end` (so every worker validates the same weights and takes the same CCP and early
+stopping decisions) and after it. The price is one all-reduce of the model per epoch (per
+validation round), negligible next to `steps_per_epoch` training steps.
+
 Callbacks receive the usual calls (`on_train_begin`, `on_epoch_begin/end`,
 `on_train_batch_begin/end`, `on_train_end`) with `logs={"loss": running mean}`, plus whatever
 callbacks add to the epoch logs (validation metrics, CCP state); `model.stop_training` is
@@ -68,6 +78,30 @@ def _train_function(model, strategy):
     return step
 
 
+def _broadcast_function(model, strategy):
+    """A function copying replica 0's value of every floating model variable to all replicas."""
+    variables = [v for v in model.weights if "float" in str(v.dtype)]
+
+    def replica_fn():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        masked = [tf.where(first, v.value, tf.zeros_like(v.value)) for v in variables]
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, masked)
+
+    @tf.function
+    def reduced():
+        return strategy.run(replica_fn)
+
+    def broadcast():
+        if not variables or strategy.num_replicas_in_sync == 1:
+            return
+        values = reduced()
+        for v, value in zip(variables, values):
+            v.assign(strategy.experimental_local_results(value)[0])
+
+    return broadcast
+
+
 def fit_multi_worker(
     model, dataset, *, steps_per_epoch, epochs, callbacks=None, initial_epoch=0, verbose=0
 ):
@@ -101,6 +135,7 @@ def fit_multi_worker(
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     step = _train_function(model, strategy)
+    broadcast = _broadcast_function(model, strategy)
 
     callback_list = keras.callbacks.CallbackList(
         callbacks,
@@ -113,6 +148,7 @@ def fit_multi_worker(
     )
     model.stop_training = False
     callback_list.on_train_begin()
+    broadcast()
     logs = {}
     for epoch in range(int(initial_epoch), int(epochs)):
         callback_list.on_epoch_begin(epoch)
@@ -125,7 +161,9 @@ def fit_multi_worker(
             if model.stop_training:
                 break
         logs = dict(logs)
+        broadcast()
         callback_list.on_epoch_end(epoch, logs)
+        broadcast()
         if model.stop_training:
             break
     callback_list.on_train_end(logs)

@@ -79,7 +79,9 @@ def bn_inception(input_shape=(227, 227, 3), weights=None, name="bn_inception"):
     (`conv1_7x7_s2`, `conv1_7x7_s2_bn`, `inception_3a_1x1`, ..., `inception_5b_pool_proj_bn`) so
     that `convert_bninception` maps the checkpoint by name. Input: BGR, caffe range (0-255 minus
     the mean [104, 117, 128]) as produced by the "caffe_bgr" preprocessing (METHOD §4.4). A
-    227×227 input gives a 7×7×1024 map; any input ≥ 32×32 builds (e.g. 64×64 → 2×2).
+    227×227 input gives a 7×7×1024 map. As in the PyTorch original, only some input sizes build:
+    in the strided blocks (3c, 4e) the stride-2 convolutions and the ceil-mode pool must give the
+    same map size, which fails e.g. for 48×48; 227, 224, 64 (→ 2×2) and 32 work.
 
     Args:
         input_shape: (H, W, 3). Default (227, 227, 3).
@@ -97,7 +99,14 @@ def bn_inception(input_shape=(227, 227, 3), weights=None, name="bn_inception"):
     x = _conv_bn_relu(x, 192, 3, "conv2_3x3", "conv2_relu_3x3")
     x = _ceil_max_pool(x, "pool2_3x3_s2")
     for block in BN_INCEPTION_BLOCKS:
-        x = _inception_block(x, block)
+        try:
+            x = _inception_block(x, block)
+        except ValueError as exc:
+            raise ValueError(
+                f"BN-Inception cannot be built at input size {tuple(input_shape)[:2]}: in block "
+                f"{block} the strided branches give different map sizes ({exc}). Use an input "
+                "size the original network accepts: 227 (the paper), 224, 64 or 32."
+            ) from exc
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         model.load_weights(weights)

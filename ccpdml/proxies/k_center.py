@@ -4,12 +4,13 @@ import keras
 from keras import ops
 
 
-def _squared_distances(a, b):
+def _squared_distances(a, b, a_sq=None):
     """Squared L2 distances in the expanded form ‖a‖² + ‖b‖² − 2<a, b>, no clamping.
 
-    a [C, M, D], b [C, K, D] → [C, M, K].
+    a [C, M, D], b [C, K, D] (a_sq: precomputed ‖a‖² [C, M] or None) → [C, M, K].
     """
-    a_sq = ops.sum(ops.square(a), axis=-1)
+    if a_sq is None:
+        a_sq = ops.sum(ops.square(a), axis=-1)
     b_sq = ops.sum(ops.square(b), axis=-1)
     cross = ops.einsum("cmd,ckd->cmk", a, b)
     return a_sq[:, :, None] + b_sq[:, None, :] - 2.0 * cross
@@ -72,24 +73,25 @@ def greedy_k_center(pool, initial, k, *, normalize=False):
     points = _l2_normalize(pool) if normalize else pool
     centers = _l2_normalize(initial) if normalize else initial
 
+    points_sq = ops.sum(ops.square(points), axis=-1)  # [C, M]
     if initial.shape[1] == 0:
         min_dist = ops.full(ops.shape(points)[:2], float("inf"), dtype=points.dtype)
     else:
-        min_dist = ops.min(_squared_distances(points, centers), axis=-1)  # [C, M]
+        min_dist = ops.min(_squared_distances(points, centers, points_sq), axis=-1)  # [C, M]
 
-    # Performance: rows are gathered from the flattened [C·M, D] pool (take_along_axis is ~20×
-    # slower at SOP scale) and ‖P‖² is computed once; the distance formula is unchanged.
+    # Performance (same squared expanded-form distances): ‖P‖² and the per-class Gram matrix
+    # <P_i, P_j> [C, M, M] are computed once, so a pick only gathers a row of each; rows are
+    # gathered from flattened arrays (take_along_axis is ~20× slower at SOP scale).
     num_classes, num_candidates = ops.shape(points)[0], ops.shape(points)[1]
     offsets = ops.arange(num_classes, dtype="int32") * num_candidates
     flat_pool = ops.reshape(pool, (-1, ops.shape(pool)[2]))
-    flat_points = flat_pool if points is pool else ops.reshape(points, ops.shape(flat_pool))
-    points_sq = ops.sum(ops.square(points), axis=-1)  # [C, M]
+    flat_points_sq = ops.reshape(points_sq, (-1,))
+    flat_gram = ops.reshape(ops.einsum("cmd,cnd->cmn", points, points), (-1, num_candidates))
     picks = []
     for _ in range(k):
         index = ops.cast(ops.argmax(min_dist, axis=1), "int32") + offsets  # first max on ties
         picks.append(ops.take(flat_pool, index, axis=0))  # [C, D]
-        chosen = picks[-1] if points is pool else ops.take(flat_points, index, axis=0)
-        chosen_sq = ops.sum(ops.square(chosen), axis=-1)  # [C]
-        cross = ops.einsum("cmd,cd->cm", points, chosen)
+        chosen_sq = ops.take(flat_points_sq, index, axis=0)  # [C]
+        cross = ops.take(flat_gram, index, axis=0)  # [C, M]
         min_dist = ops.minimum(min_dist, points_sq + chosen_sq[:, None] - 2.0 * cross)
     return ops.stack(picks, axis=1)

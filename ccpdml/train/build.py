@@ -33,7 +33,7 @@ class BuiltModel:
     ccp_loss: losses_lib.CCPLoss | None = None
 
 
-def _make_base_loss(loss_cfg, proxy_bank=None):
+def _make_base_loss(loss_cfg, proxy_bank=None, cross_replica_pairs=True):
     name = loss_cfg.name
     if name not in losses_lib.LOSSES:
         raise ValueError(
@@ -50,7 +50,7 @@ def _make_base_loss(loss_cfg, proxy_bank=None):
         )
     if proxy_bank is not None and name in PROXY_LOSSES:
         params["proxy_bank"] = proxy_bank
-    return cls(**params)
+    return cls(**params, cross_replica_pairs=cross_replica_pairs)
 
 
 def proxies_per_class(loss_cfg) -> int:
@@ -65,9 +65,13 @@ def proxies_per_class(loss_cfg) -> int:
 
 
 def build_model(
-    model_cfg, loss_cfg, data_cfg, input_shape, num_classes, global_batch
+    model_cfg, loss_cfg, input_shape, num_classes, global_batch, cross_replica_pairs=True
 ) -> BuiltModel:
-    """Embedding network + proxy bank / memory + loss, built in the current strategy scope."""
+    """Embedding network + proxy bank / memory + loss, built in the current strategy scope.
+
+    `cross_replica_pairs` (the `distribute:` option) lets in-batch terms see the whole global batch
+    under a multi-replica strategy (ccpdml.distribute.cross_replica).
+    """
     embedder = build_embedding_model(
         model_cfg.backbone,
         input_shape=tuple(input_shape),
@@ -95,7 +99,7 @@ def build_model(
 
     if loss_cfg.ccp is not None:
         ccp = loss_cfg.ccp
-        base = _make_base_loss(loss_cfg)
+        base = _make_base_loss(loss_cfg, cross_replica_pairs=cross_replica_pairs)
         loss = ccp_loss = losses_lib.CCPLoss(
             base,
             proxy_bank,
@@ -103,19 +107,21 @@ def build_model(
             proxy_weight=ccp.proxy_weight,
             regularization=ccp.regularization,
             decay=ccp.decay,
+            cross_replica_pairs=cross_replica_pairs,
         )
         ccp_loss.bind(model)
     elif loss_cfg.xbm is not None:
         xbm = loss_cfg.xbm
         loss = losses_lib.XBMLoss(
-            _make_base_loss(loss_cfg),
+            _make_base_loss(loss_cfg, cross_replica_pairs=cross_replica_pairs),
             memory,
             start_at=xbm.start_at,
             memory_weight=xbm.memory_weight,
             pair_weight=xbm.pair_weight,
+            cross_replica_pairs=cross_replica_pairs,
         )
     else:
-        loss = _make_base_loss(loss_cfg, proxy_bank)
+        loss = _make_base_loss(loss_cfg, proxy_bank, cross_replica_pairs)
     return BuiltModel(model, embedder, loss, proxy_bank, memory, ccp_loss)
 
 

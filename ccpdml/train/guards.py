@@ -11,6 +11,7 @@ writes the poisoned weights and the last good checkpoint stays on disk.
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -57,13 +58,18 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         steps_per_epoch: steps of one epoch (validation round), to number the steps globally.
         checkpoint: path of the last good training state, quoted in the message (default None).
         terms: log keys checked besides "loss" (default the three CCP terms; absent keys ignored).
+        after_update: terms measured with the weights after the step's update (default
+            ("ccp_proximal",)); named as the cause only when the other terms are finite.
     """
 
-    def __init__(self, steps_per_epoch, checkpoint=None, terms=None, **kwargs):
+    def __init__(
+        self, steps_per_epoch, checkpoint=None, terms=None, after_update=("ccp_proximal",), **kwargs
+    ):
         super().__init__(**kwargs)
         self.steps_per_epoch = int(steps_per_epoch)
         self.checkpoint = checkpoint
         self.terms = tuple(terms) if terms is not None else tuple(f"ccp_{t}" for t in CCP_TERMS)
+        self.after_update = tuple(after_update)
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -82,16 +88,26 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         step = self._epoch * self.steps_per_epoch + int(batch) + 1
         self.model.stop_training = True
         terms = ", ".join(f"{k}={v}" for k, v in bad.items())
-        which = [k for k in bad if k != "loss"]
+        # ccp_proximal is measured after the step's update, the other terms before it: when a
+        # forward term is bad, a bad proximal term only says the update wrote NaN/inf weights.
+        forward = [k for k in bad if k != "loss" and k not in self.after_update]
+        after = [k for k in bad if k in self.after_update]
+        which = ""
+        if forward:
+            which = f"; non-finite term(s): {', '.join(forward)}"
+            if after:
+                which += f" (and then the weights, seen by {', '.join(after)})"
+        elif after:
+            which = f"; the update of this step made the weights non-finite ({', '.join(after)})"
         kept = (
             f"the last good checkpoint {self.checkpoint!r} is kept (nothing of this round was saved)"
-            if self.checkpoint
-            else "nothing of this round was saved"
+            if self.checkpoint and os.path.exists(self.checkpoint)
+            else "no checkpoint had been written yet for this fold"
         )
         raise NonFiniteLossError(
             f"non-finite loss at training step {step} (validation round {self._epoch + 1}, batch "
             f"{int(batch) + 1}): {terms}"
-            + (f"; non-finite term(s): {', '.join(which)}" if which else "")
+            + which
             + f". Training stopped; {kept}. Usual fixes: lower optimizer.learning_rate, set "
             "optimizer.clip_global_norm, check the input data for NaN/inf values; a changed "
             "config needs a new --workdir (rerunning this one unchanged resumes from the "
@@ -103,4 +119,5 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             "steps_per_epoch": self.steps_per_epoch,
             "checkpoint": self.checkpoint,
             "terms": list(self.terms),
+            "after_update": list(self.after_update),
         }

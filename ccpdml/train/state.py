@@ -120,6 +120,16 @@ class TrainingState(keras.callbacks.Callback):
             meta["early_stopping"] = es.get_state()
             for i, value in enumerate(es.best_weights or []):
                 arrays[f"esbest_{i}"] = value
+        bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+        if bad:
+            from ccpdml.train.guards import NonFiniteLossError
+
+            raise NonFiniteLossError(
+                f"after validation round {next_epoch} the training state has non-finite values "
+                f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); it was NOT saved and "
+                f"the last good checkpoint {self.path!r} is kept. Lower optimizer.learning_rate "
+                "or set optimizer.clip_global_norm, and use a new --workdir."
+            )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)

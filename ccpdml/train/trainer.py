@@ -20,6 +20,7 @@ import tensorflow as tf
 import data_pipelines
 from ccpdml.callbacks import CCPCallback, RetrievalValidation
 from ccpdml.config import config_to_dict, dump_config
+from ccpdml.distribute import fit_multi_worker
 from ccpdml.evaluation import retrieval_metrics
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
@@ -97,6 +98,19 @@ def _explain_data_error(data, exc) -> Exception | None:
     )
 
 
+class _CandidatePosition:
+    """Saves/restores how many candidate batches the CCP callback consumed (resume position)."""
+
+    def __init__(self, ccp_callback):
+        self.ccp_callback = ccp_callback
+
+    def get_state(self) -> dict:
+        return {"batches": int(self.ccp_callback.candidate_batches)}
+
+    def set_state(self, state: dict) -> None:
+        self.ccp_callback.candidate_batches = int(state["batches"])
+
+
 class _Embedder:
     """Embeds a Split with the eval preprocessing, in batches."""
 
@@ -136,6 +150,15 @@ def _freeze_backbone(embedder: keras.Model, frozen: bool, freeze_bn: bool) -> No
                 stack.extend(getattr(sub, "layers", []))
 
 
+def _fit(distribute_cfg, model, dataset, **kwargs) -> None:
+    """`model.fit`, or the multi-worker loop where Keras' fit does not run (see ccpdml.distribute)."""
+    if distribute_cfg.strategy == "multi_worker":
+        fit_multi_worker(model, dataset, **kwargs)
+    else:
+        # The samplers already define the order; shuffle=False only silences Keras' warning.
+        model.fit(dataset, shuffle=False, **kwargs)
+
+
 def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> dict:
     data_cfg, train_cfg = config.data, config.training
     fold_dir = run.fold_dir(repeat, fold)
@@ -161,6 +184,7 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
         f"{global_batch} = {strategy.num_replicas_in_sync} replica(s) x "
         f"{global_batch // strategy.num_replicas_in_sync}"
     )
+
     def train_stream(start_batch):
         return data_pipelines.samplers.m_per_class(
             train_split,
@@ -185,7 +209,12 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
 
     with strategy.scope():
         built = build_model(
-            config.model, config.loss, data_cfg, input_shape, train_split.num_classes, global_batch
+            config.model,
+            config.loss,
+            input_shape,
+            train_split.num_classes,
+            global_batch,
+            cross_replica_pairs=config.distribute.cross_replica_pairs,
         )
         optimizer = build_optimizer(config.optimizer, built, config.loss.proxy_lr_multiplier)
         # Unweighted CCP terms as running means: the NaN guard names the failing term.
@@ -236,7 +265,11 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
         state_path,
         optimizer,
         extra_variables=extra,
-        stateful={"ccp": ccp_callback} if ccp_callback is not None else None,
+        stateful=(
+            {"ccp": ccp_callback, "ccp_candidates": _CandidatePosition(ccp_callback)}
+            if ccp_callback is not None
+            else None
+        ),
         early_stopping=early,
         every=train_cfg.checkpoint_every_validations,
     )
@@ -250,8 +283,12 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
             # Continue the candidate stream where the interrupted run left it.
             ccp_callback.candidates = candidate_stream(ccp_callback.candidate_batches)
     elif train_cfg.warmup_validations > 0:
-        _log(f"warm-up: {train_cfg.warmup_validations} round(s) training the embedding head only")
-        _freeze_backbone(built.embedder, True, config.model.freeze_bn)
+        frozen = train_cfg.freeze_backbone_during_warmup
+        _log(
+            f"warm-up: {train_cfg.warmup_validations} round(s) training "
+            + ("the embedding head and proxies only" if frozen else "the whole network")
+        )
+        _freeze_backbone(built.embedder, frozen, config.model.freeze_bn)
         with strategy.scope():
             warm_opt = build_optimizer(config.optimizer, built, config.loss.proxy_lr_multiplier)
             built.model.compile(
@@ -260,7 +297,9 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
                 metrics=metrics,
                 jit_compile=train_cfg.jit_compile,
             )
-        built.model.fit(
+        _fit(
+            config.distribute,
+            built.model,
             train_ds,
             steps_per_epoch=train_cfg.validate_every,
             epochs=train_cfg.warmup_validations,
@@ -285,7 +324,9 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
     else:
         # The main stream continues after the warm-up batches and the rounds already done.
         start = (train_cfg.warmup_validations + initial_epoch) * train_cfg.validate_every
-        built.model.fit(
+        _fit(
+            config.distribute,
+            built.model,
             train_stream(start),
             steps_per_epoch=train_cfg.validate_every,
             epochs=train_cfg.max_validations,
@@ -460,7 +501,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         headline = metrics["test"]
         _log(
             "test ("
-            + ("512D-style ensemble" if several else "single model")
+            + (
+                f"concatenated ensemble of {len(_folds(config.data))} folds"
+                if several
+                else "single model"
+            )
             + "): "
             + ", ".join(f"{k} {headline[k]:.4f}" for k in HEADLINE_KEYS)
         )

@@ -7,62 +7,28 @@ each plus extras around the boundary (class ≤ 98 train); images are listed in 
 order and the `test` flag alternates, so that the split must come from the class id alone.
 """
 
-import io
-import socket
 import tarfile
 
+import fake_benchmarks
 import numpy as np
 import pytest
-import scipy.io
-from PIL import Image
 
 from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_cars196, prepare
 
-FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+FIELDS = fake_benchmarks.CARS_FIELDS
 EXTRA = {1: 1, 98: 2, 99: 1, 196: 1}
 
 
-def _jpeg(i):
-    buf = io.BytesIO()
-    Image.new("RGB", (5, 3), (i % 256, 255 - i % 256, 17)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def write_fake_cars(folder, fields=FIELDS):
-    """Write car_ims/ and cars_annos.mat into `folder`; returns the annotation rows in order."""
+    """Write car_ims/ and cars_annos.mat (5×3 JPEGs) into `folder`; returns the rows in order."""
     classes = [c for c in range(1, 197) for _ in range(1 + EXTRA.get(c, 0))]
     classes = list(np.random.default_rng(0).permutation(classes))
-    (folder / "car_ims").mkdir(parents=True)
-    annos = np.zeros((1, len(classes)), dtype=[(f, object) for f in fields])
-    rows = []
-    for i, c in enumerate(classes, 1):
-        rel = f"car_ims/{i:06d}.jpg"
-        (folder / rel).write_bytes(_jpeg(i))
-        values = {
-            "relative_im_path": rel,
-            "bbox_x1": np.array([[i]], np.uint8),
-            "bbox_y1": np.array([[2]], np.uint8),
-            "bbox_x2": np.array([[i + 30]], np.uint16),
-            "bbox_y2": np.array([[40]], np.uint16),
-            "class": np.array([[c]], np.uint8),
-            "test": np.array([[i % 2]], np.uint8),
-        }
-        for f in fields:
-            annos[0, i - 1][f] = values[f]
-        rows.append((rel, int(c), (2.0, float(i), 40.0, float(i + 30)), _jpeg(i)))
-    names = np.empty((1, 196), dtype=object)
-    names[0, :] = [f"Make Model {c}" for c in range(1, 197)]
-    scipy.io.savemat(folder / "cars_annos.mat", {"annotations": annos, "class_names": names})
-    return rows
+    return fake_benchmarks.write_fake_cars(folder, classes, fields=fields, size=(5, 3))
 
 
 @pytest.fixture(scope="module")
 def no_network():
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
+    with fake_benchmarks.no_network():
         yield
 
 

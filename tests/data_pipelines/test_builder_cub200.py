@@ -5,13 +5,11 @@ in classes 1, 100 and 101 around the train/test boundary (classes ≤ 100 train)
 `CUB_200_2011.tgz` like the official archive.
 """
 
-import io
-import socket
 import tarfile
 
+import fake_benchmarks
 import numpy as np
 import pytest
-from PIL import Image
 
 from data_pipelines.builders import (
     ManualDataError,
@@ -24,39 +22,15 @@ from data_pipelines.builders import (
 EXTRA = {1: 2, 100: 1, 101: 1}  # extra images per class beyond the first
 
 
-def _jpeg(i):
-    buf = io.BytesIO()
-    Image.new("RGB", (6, 4), ((37 * i) % 256, (11 * i) % 256, 200)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def write_fake_cub(folder):
-    """Write CUB_200_2011/ (images.txt, image_class_labels.txt, bounding_boxes.txt, images/)."""
-    root = folder / "CUB_200_2011"
-    rows = []  # (id, relative path, class, bbox x y w h, bytes)
-    for c in range(1, 201):
-        for k in range(1 + EXTRA.get(c, 0)):
-            i = len(rows) + 1
-            rel = f"{c:03d}.Class_{c:03d}/Class_{c:03d}_{k:04d}_{i}.jpg"
-            rows.append((i, rel, c, (i + 0.5, 2.0, 10.0, 20.0 + i), _jpeg(i)))
-    for _, rel, _, _, data in rows:
-        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "images" / rel).write_bytes(data)
-    (root / "images.txt").write_text("".join(f"{i} {rel}\n" for i, rel, *_ in rows))
-    (root / "image_class_labels.txt").write_text("".join(f"{r[0]} {r[2]}\n" for r in rows))
-    (root / "bounding_boxes.txt").write_text(
-        "".join(f"{i} {' '.join(map(str, b))}\n" for i, _, _, b, _ in rows)
-    )
-    return rows
+    """Write CUB_200_2011/ (the 200 classes, EXTRA images, 6×4 JPEGs) into `folder`; rows."""
+    counts = {c: 1 + EXTRA.get(c, 0) for c in range(1, 201)}
+    return fake_benchmarks.write_fake_cub(folder, counts, size=(6, 4))
 
 
 @pytest.fixture(scope="module")
 def no_network():
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
+    with fake_benchmarks.no_network():
         yield
 
 

@@ -6,13 +6,9 @@ id_XXXXXXXX/<file>.jpg). Statuses are interleaved; one query image sits in a fol
 contains "train" (the original's substring test would misfile it); item 7982 is gallery only.
 """
 
-import io
-import socket
-import zipfile
-
+import fake_benchmarks
 import numpy as np
 import pytest
-from PIL import Image
 
 from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_inshop, prepare
 
@@ -30,44 +26,14 @@ ROWS = [  # (image path, item id, status) in file order
 ]
 
 
-def _jpeg(i):
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 6), (10 + 20 * i, 50, 200 - 10 * i)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def write_fake_inshop(folder, rows=ROWS, images_zipped=True):
-    """Write Eval/, Anno/ and Img/img.zip (or img/) into `folder`; returns bytes per path."""
-    (folder / "Eval").mkdir(parents=True)
-    (folder / "Anno").mkdir()
-    partition = [str(len(rows)), "image_name item_id evaluation_status"]
-    partition += [f"{p}  id_{i:08d}  {s}" for p, i, s in rows]
-    (folder / "Eval" / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
-    boxes = [str(len(rows)), "image_name clothes_type pose_type x_1 y_1 x_2 y_2"]
-    boxes += [
-        f"{p} 1 {k % 4 + 1} {k} {k + 1} {k + 50} {k + 60}" for k, (p, _, _) in enumerate(rows)
-    ]
-    (folder / "Anno" / "list_bbox_inshop.txt").write_text("\n".join(boxes) + "\n")
-    data = {p: _jpeg(k) for k, (p, _, _) in enumerate(rows)}
-    if images_zipped:
-        (folder / "Img").mkdir()
-        with zipfile.ZipFile(folder / "Img" / "img.zip", "w") as zf:
-            for path, content in data.items():
-                zf.writestr(path, content)
-    else:
-        for path, content in data.items():
-            (folder / path).parent.mkdir(parents=True, exist_ok=True)
-            (folder / path).write_bytes(content)
-    return data
+    """Write Eval/, Anno/ and Img/img.zip (or img/), 4×6 JPEGs, into `folder`; bytes per path."""
+    return fake_benchmarks.write_fake_inshop(folder, rows, images_zipped, size=(4, 6))
 
 
 @pytest.fixture(scope="module")
 def no_network():
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
+    with fake_benchmarks.no_network():
         yield
 
 

@@ -5,51 +5,26 @@ Ebay_test.txt, bicycle_final/, chair_final/}, with real-range class ids: train i
 test ids 11319, 11320 and 22634 (labels = class_id − 1).
 """
 
-import io
-import socket
 import zipfile
 
+import fake_benchmarks
 import numpy as np
 import pytest
-from PIL import Image
 
 from data_pipelines.builders import ManualDataError, MissingManualFilesError, load_sop, prepare
 
-HEADER = "image_id class_id super_class_id path"
 TRAIN = [(1, 1, "bicycle"), (1, 1, "bicycle"), (2, 2, "chair"), (3, 1, "bicycle"), (2, 2, "chair")]
 TEST = [(11319, 1, "bicycle"), (22634, 2, "chair"), (11320, 2, "chair"), (11319, 1, "bicycle")]
 
 
-def _jpeg(i):
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 4), (i * 20 % 256, 90, i * 7 % 256)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def write_fake_sop(folder):
-    """Write Stanford_Online_Products/ into `folder`; returns {split: [(path, class_id, bytes)]}."""
-    root = folder / "Stanford_Online_Products"
-    out, image_id = {}, 0
-    for name, rows in (("train", TRAIN), ("test", TEST)):
-        lines, out[name] = [HEADER], []
-        for class_id, super_id, category in rows:
-            image_id += 1
-            rel = f"{category}_final/{class_id * 1000 + image_id}_{image_id % 3}.JPG"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(_jpeg(image_id))
-            lines.append(f"{image_id} {class_id} {super_id} {rel}")
-            out[name].append((rel, class_id, _jpeg(image_id)))
-        (root / f"Ebay_{name}.txt").write_text("\n".join(lines) + "\n")
-    return out
+    """Write Stanford_Online_Products/ (TRAIN, TEST, 4×4 JPEGs); {split: [(path, id, bytes)]}."""
+    return fake_benchmarks.write_fake_sop(folder, TRAIN, TEST, size=(4, 4))
 
 
 @pytest.fixture(scope="module")
 def no_network():
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
+    with fake_benchmarks.no_network():
         yield
 
 

@@ -100,3 +100,10 @@ def test_avg_pool_branch_counts_padding(model):
     ref = sum(padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
     np.testing.assert_allclose(pooled, ref, rtol=1e-5, atol=1e-5)
     assert abs(pooled[0, 0, 0] - feat[0, :2, :2].mean(axis=(0, 1))).max() > 1e-4
+
+
+def test_unsupported_input_size_names_the_valid_ones():
+    with pytest.raises(
+        ValueError, match=r"input size \(48, 48\).*227 \(the paper\), 224, 64 or 32"
+    ):
+        bn_inception((48, 48, 3))
