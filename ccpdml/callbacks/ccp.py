@@ -188,6 +188,9 @@ class CCPCallback(keras.callbacks.Callback):
             self.wait, self.best = 0, _WORST
         logs["ccp_instance"] = float(self.instance)
         logs["ccp_lambda"] = float(ops.convert_to_numpy(self.ccp_loss.ccp_lambda))
+        if self.reinit_log:  # covering radius of the pool before/after the latest re-initialisation
+            logs["ccp_radius_before"] = float(self.reinit_log[-1]["radius_before"])
+            logs["ccp_radius_after"] = float(self.reinit_log[-1]["radius_after"])
 
     # ---- CCP steps --------------------------------------------------------------------------
     def _snapshot(self):

@@ -120,6 +120,13 @@ def test_schedule_anchor_lambda_and_proxies(lagged):
         lambdas.append(0.0 if instance == 0 else LAM0 * DECAY**instance)
     np.testing.assert_allclose(history.history["ccp_lambda"], lambdas, rtol=1e-6)
     assert history.history["ccp_instance"][-1] == 3.0
+    # the covering radius of the latest re-initialisation is logged every epoch
+    assert history.history["ccp_radius_after"][-1] == pytest.approx(
+        ccp.reinit_log[-1]["radius_after"]
+    )
+    assert history.history["ccp_radius_before"][-1] == pytest.approx(
+        ccp.reinit_log[-1]["radius_before"]
+    )
     # after.proxies[0] is the train-begin init; after.proxies[e + 1] the state after epoch e
     prev_proxies = np.zeros((C, K, DIM), "float32")
     reinit = 0
