@@ -34,6 +34,7 @@ report: install
 	$(PY) -m ccpdml report $(RUNS)
 
 bench: install
+	$(PY) -m pip install -q faiss-cpu || echo "faiss-cpu unavailable: the faiss comparison is skipped"
 	$(PY) bench/run_all.py
 
 clean:

@@ -95,6 +95,7 @@ class CCPCallback(keras.callbacks.Callback):
         self.reinit_log = []
         self._iterator = None
         self._leftover = None
+        self._embed_fn = None
         self._restored = False
         self.candidate_batches = 0  # batches taken from a dataset `candidates` (resume position)
         self._reset_state()
@@ -258,7 +259,11 @@ class CCPCallback(keras.callbacks.Callback):
     def _embed(self, batch):
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
-        out = self.model(batch, training=False)
+        if self._embed_fn is None or self._embed_fn[0] is not self.model:
+            # One compiled forward pass (bench/: ~1.2-1.5x faster than eager calls); at most two
+            # traces, for the full chunks and the last smaller chunk of a draw.
+            self._embed_fn = (self.model, tf.function(lambda x: self.model(x, training=False)))
+        out = self._embed_fn[1](batch)
         if isinstance(out, dict):
             out = out["embedding"] if "embedding" in out else next(iter(out.values()))
         elif isinstance(out, (tuple, list)):
