@@ -399,8 +399,8 @@ NOTES = [
     "Item 1: the proximal term is active (λ = 2e-4) and the proxy term uses a ProxyBank of C "
     "classes × K = 8 proxies; each step is `train_on_batch` with DMLAdam on one fixed synthetic "
     "batch (no input pipeline), so the ratio isolates the loss/optimizer overhead.",
-    "Item 3: CCPCallback embeds the candidate pool with an eager `model(batch, training=False)`; "
-    "the compiled figure shows what a `tf.function`/`predict_on_batch` embedding would give.",
+    "Item 3: CCPCallback embeds the candidate pool with a compiled `tf.function` of "
+    "`model(batch, training=False)`, i.e. the compiled figure; eager is shown for comparison.",
     "Item 3: a full SOP candidate pool (7 × 11,318 images) at 227 px takes about half an hour on this CPU; the "
     "paper's 200-400 ms per re-initialisation (METHOD §3.7, D12) cannot be compared here.",
     "Item 5: the consumption rate is BN-Inception's plain training step (batch 32, no XLA) and its "
