@@ -16,16 +16,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, argument_parser, write_json
 
 
 def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed):
@@ -142,7 +139,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--backbone", default="small_cnn", help="small_cnn or bn_inception")
     parser.add_argument("--input-size", type=int, default=32, help="square input side")
     parser.add_argument("--channels", type=int, default=3)
@@ -153,7 +150,6 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     parser.add_argument("--jit", choices=["both", "on", "off"], default="both")
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     out = run(args)
     summary = {k: v for k, v in out.items() if not k.endswith("_all") and k != "variants"}
@@ -161,9 +157,7 @@ def main(argv=None):
         k: round(v["s_per_step_median"], 5) for k, v in out["variants"].items()
     }
     print(json.dumps(summary, indent=2))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    write_json(args.json, out)
     return 0
 
 

@@ -11,14 +11,11 @@ Usage:
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, peak_rss_mb, print_result, run_worker
 
 
 def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.75):
@@ -45,10 +42,6 @@ def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.7
     return emb, labels
 
 
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _worker(kind, args):
     emb, labels = make_data(args.n, args.classes, args.dim, args.seed)
     if kind == "ccpdml":
@@ -56,25 +49,25 @@ def _worker(kind, args):
         from ccpdml.evaluation.retrieval import retrieval_metrics
 
         retrieval_metrics(emb[:200], labels[:200])  # warm-up (imports, BLAS threads)
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         start = time.perf_counter()
         metrics = retrieval_metrics(emb, labels, ks=(1,), chunk_size=args.chunk_size)
         wall = time.perf_counter() - start
-        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
+        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
         result["metrics"] = metrics
     else:
         import faiss
 
         counts = np.bincount(labels)
         k = int(counts.max())  # max R + 1 (the query itself is in the index)
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         start = time.perf_counter()
         index = faiss.IndexFlatL2(emb.shape[1])
         index.add(emb)
         index.search(emb, k)
         wall = time.perf_counter() - start
-        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(), "k": k}
-    print("RESULT " + json.dumps(result))
+        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "k": k}
+    print_result(result)
 
 
 def _run(kind, args):
@@ -82,11 +75,10 @@ def _run(kind, args):
     cmd += ["--n", str(args.n), "--classes", str(args.classes), "--dim", str(args.dim)]
     cmd += ["--seed", str(args.seed), "--chunk-size", str(args.chunk_size)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
+    result, proc = run_worker(cmd, env)
+    if result is None:
         raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return result
 
 
 def _faiss_available():

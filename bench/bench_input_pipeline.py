@@ -9,13 +9,13 @@ Usage: python bench/bench_input_pipeline.py [--num-images 200] [--size 227] [--j
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 
 import numpy as np
+from _common import argument_parser, write_json
 from PIL import Image
 
 
@@ -44,13 +44,12 @@ def _rate(dataset, batches, warmup):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--num-classes", type=int, default=20)
     parser.add_argument("--size", type=int, default=227)
     parser.add_argument("--train-batches", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
 
     from data_pipelines import preprocessing, samplers
@@ -75,9 +74,7 @@ def main(argv=None):
         "eval_images_per_s": round(eval_rate, 1),
     }
     print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return results
 
 

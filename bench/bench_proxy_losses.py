@@ -17,17 +17,14 @@ Usage: python bench/bench_proxy_losses.py [--repeats 5] [--json OUT] [--losses a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import REPO, argument_parser, peak_rss_mb, print_result, run_worker, write_json
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_LOSSES = (
     "contrastive",
     "similarity_contrastive",
@@ -37,10 +34,6 @@ PROXY_LOSSES = (
     "proxy_nca",
     "soft_triple",
 )
-
-
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _measure(fn, args, repeats):
@@ -82,17 +75,17 @@ def _worker(name, args):
         return value, g_emb, g_refs
 
     small, full = data(args.classes // 4), data(args.classes)
-    base = _peak_rss_mb()
+    base = peak_rss_mb()
     result = {"loss": name, "rss_base_mb": base}
     result["s_small"] = _measure(step, small, args.repeats)
-    result["peak_growth_small_mb"] = _peak_rss_mb() - base
+    result["peak_growth_small_mb"] = peak_rss_mb() - base
     result["s"] = _measure(step, full, args.repeats)
-    result["peak_growth_mb"] = _peak_rss_mb() - base
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_growth_mb"] = peak_rss_mb() - base
+    result["peak_rss_mb"] = peak_rss_mb()
     value, g_emb, g_refs = step(*full)
     result["loss_value"] = float(value)
     result["finite"] = bool(np.isfinite(g_emb).all() and np.isfinite(g_refs).all())
-    print("RESULT " + json.dumps(result))
+    print_result(result)
 
 
 def _run(name, args):
@@ -100,22 +93,20 @@ def _run(name, args):
     cmd += ["--classes", str(args.classes), "--k", str(args.k), "--dim", str(args.dim)]
     cmd += ["--repeats", str(args.repeats)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
+    result, proc = run_worker(cmd, env)
+    if result is None:
         return {"loss": name, "error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
-    return json.loads(lines[-1][len("RESULT ") :])
+    return result
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--classes", type=int, default=11318)
     parser.add_argument("--k", type=int, default=4, help="proxies per class")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--flag-mb", type=float, default=1024.0)
     parser.add_argument("--losses", default=",".join(PROXY_LOSSES))
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -147,9 +138,7 @@ def main(argv=None):
         else:
             print(f"{name:24s} FAILED {r['error'][-300:]}")
         out["losses"][name] = r
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    write_json(args.json, out)
     return 0
 
 

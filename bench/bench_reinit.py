@@ -14,16 +14,12 @@ Usage: python bench/bench_reinit.py [--json OUT] [--repeats 5] [--backbones smal
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, argument_parser, write_json
 
 
 def bench_k_center(classes, pool_size, k, dim, repeats):
@@ -99,7 +95,7 @@ def bench_embedding(backbone, size, repeats, pool_images):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--classes", type=int, default=11318)
     parser.add_argument("--pool-size", type=int, default=7)
     parser.add_argument("--k", type=int, default=4)
@@ -107,7 +103,6 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--embed-repeats", type=int, default=3)
     parser.add_argument("--backbones", default="small_cnn:32,bn_inception:96")
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
 
@@ -123,9 +118,7 @@ def main(argv=None):
             f"{r['embed_compiled_images_per_s']:.0f} img/s, train {r['train_images_per_s']:.0f} "
             f"img/s; SOP pool {r['sop_pool_embed_s_eager']:.0f} s (eager)"
         )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    write_json(args.json, out)
     return 0
 
 

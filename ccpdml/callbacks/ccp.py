@@ -108,24 +108,29 @@ class CCPCallback(keras.callbacks.Callback):
 
     # ---- state for resumed runs -------------------------------------------------------------
     def get_state(self):
-        """JSON-able counters; the arrays live in `state_variables()`."""
+        """JSON-able counters, candidate position and re-initialisation log; the arrays live in
+        `state_variables()`."""
         return {
             "instance": self.instance,
             "wait": self.wait,
             "best": self.best,
             "previous_monitor": self.previous_monitor,
+            "candidate_batches": self.candidate_batches,
+            "reinit_log": [dict(record) for record in self.reinit_log],
         }
 
     def set_state(self, state):
         """Restore `get_state()`; the next on_train_begin then keeps proxies and λ of the run.
 
-        A dataset `candidates` is not advanced here: save `candidate_batches` (batches taken so
-        far) too and pass a stream starting there (`one_per_class(..., start_batch=...)`).
+        A dataset `candidates` is not advanced here: pass a stream starting at the restored
+        `candidate_batches` (`one_per_class(..., start_batch=ccp.candidate_batches)`).
         """
         self.instance = int(state["instance"])
         self.wait = int(state["wait"])
         self.best = float(state["best"])
         self.previous_monitor = float(state["previous_monitor"])
+        self.candidate_batches = int(state.get("candidate_batches", 0))
+        self.reinit_log = [dict(record) for record in state.get("reinit_log", [])]
         self._restored = True
 
     def state_variables(self):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ccpdml.evaluation.retrieval import _ball_normalize_np, retrieval_metrics
+from ccpdml.evaluation.retrieval import ball_normalize_np, retrieval_metrics
 
 
 def concat_embeddings(embeddings):
@@ -28,7 +28,7 @@ def concat_embeddings(embeddings):
         raise ValueError(
             f"Every part must be [N, D] with the same N; received {[p.shape for p in parts]}."
         )
-    return _ball_normalize_np(np.concatenate([_ball_normalize_np(p) for p in parts], axis=1))
+    return ball_normalize_np(np.concatenate([ball_normalize_np(p) for p in parts], axis=1))
 
 
 def ensemble_metrics(per_fold_query, query_labels, per_fold_ref=None, ref_labels=None, **kwargs):

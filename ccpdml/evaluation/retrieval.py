@@ -7,7 +7,7 @@ import numpy as np
 _PAD_KEY = np.float32(1e30)
 
 
-def _ball_normalize_np(x):
+def ball_normalize_np(x):
     """NL(v) = v if ‖v‖ <= 1 else v/‖v‖, row-wise, float32 (METHOD §1.4)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return np.where(norm > 1.0, x / np.where(norm > 1.0, norm, 1.0), x).astype(np.float32)
@@ -136,8 +136,8 @@ def retrieval_metrics(
                 f"Query and reference dimensions differ: {q.shape[1]} vs {r.shape[1]}."
             )
     if normalize:
-        q = _ball_normalize_np(q)
-        r = q if loo else _ball_normalize_np(r)
+        q = ball_normalize_np(q)
+        r = q if loo else ball_normalize_np(r)
 
     # O(N) label bookkeeping: integer codes, R per query from a bincount of reference codes.
     _, codes = np.unique(np.concatenate([q_lab, r_lab]), return_inverse=True)

@@ -29,8 +29,10 @@ class CrossBatchMemory(EmbeddingStateLayer):
         [B·N, D] float (zeros), `labels` int32 [B·N] (−1 for never-written rows), `pointer`,
         `filled`, `steps` int32 scalars.
 
-    Single-replica only: under a multi-replica strategy each replica would write its own shard
-    into the same slot.
+    Multi-replica strategies: every variable uses `aggregation="only_first_replica"`, so an
+    `enqueue` (or `reset`) made inside a replica writes replica 0's values to every replica's
+    copy and advances the counters once per step. The caller must pass the same batch on every
+    replica: `XBMLoss` enqueues the all-gathered global batch (`batch_size` = global batch).
 
     Example:
         >>> memory = CrossBatchMemory(batches_in_memory=25, batch_size=32, embedding_dim=128)
@@ -62,6 +64,7 @@ class CrossBatchMemory(EmbeddingStateLayer):
             shape=(self.memory_size, dim),
             initializer="zeros",
             trainable=False,
+            aggregation="only_first_replica",
         )
         self.labels = self.add_weight(
             name="labels",
@@ -69,6 +72,7 @@ class CrossBatchMemory(EmbeddingStateLayer):
             initializer=keras.initializers.Constant(-1),
             dtype="int32",
             trainable=False,
+            aggregation="only_first_replica",
         )
         self.pointer = self._counter("pointer")
         self.filled = self._counter("filled")
@@ -79,7 +83,12 @@ class CrossBatchMemory(EmbeddingStateLayer):
 
     def _counter(self, name):
         return self.add_weight(
-            name=name, shape=(), initializer="zeros", dtype="int32", trainable=False
+            name=name,
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            aggregation="only_first_replica",
         )
 
     def enqueue(self, embeddings, labels):

@@ -15,7 +15,24 @@ from ccpdml.losses.pairwise import (
 _DISTANCES = {"l2": pairwise_distance, "negative_inner_product": negative_inner_product}
 
 
-class MetricLoss(keras.losses.Loss):
+class CrossReplicaLoss(keras.losses.Loss):
+    """`keras.losses.Loss` whose `__call__` pairs the batch across replicas (METHOD §1.5).
+
+    Under a multi-replica `tf.distribute` strategy, `__call__` (the `model.compile` path) returns
+    L(global batch)/R on every replica, the batch being all-gathered across replicas with
+    gradients (`ccpdml.distribute.cross_replica` has the derivation); on one replica it is the
+    plain Keras call. Subclasses set the attribute `cross_replica_pairs` (False: each replica's
+    own rows, averaged over replicas).
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        def local(labels, embeddings):
+            return super(CrossReplicaLoss, self).__call__(labels, embeddings, sample_weight)
+
+        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
+
+
+class MetricLoss(CrossReplicaLoss):
     """Scalar metric-learning loss over a [N, M] pair matrix (METHOD §1.5).
 
     `compute` Lipschitz-normalises the embeddings and references with `ball_normalize`, builds the
@@ -46,12 +63,6 @@ class MetricLoss(keras.losses.Loss):
     def __init__(self, cross_replica_pairs=True, **kwargs):
         super().__init__(**kwargs)
         self.cross_replica_pairs = bool(cross_replica_pairs)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        def local(labels, embeddings):
-            return super(MetricLoss, self).__call__(labels, embeddings, sample_weight)
-
-        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
 
     def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         """Loss of samples against references (or in-batch when `ref_embeddings` is None).
@@ -107,3 +118,40 @@ class MetricLoss(keras.losses.Loss):
         config = super().get_config()
         config["cross_replica_pairs"] = self.cross_replica_pairs
         return config
+
+
+class ProxyLossMixin:
+    """`proxy_bank` handling shared by the proxy losses (ProxyAnchor, ProxyNCA, SoftTriple).
+
+    Mixed in before `MetricLoss`; the subclass sets the attribute `proxy_bank`. `call` uses the
+    bank's proxies as references; `get_config` stores `proxy_bank=None` (a layer cannot be
+    stored by value); `from_config(config, proxy_bank=bank)` passes it again.
+    """
+
+    def require_bank(self):
+        """The built `ProxyBank` of this loss; ValueError when there is none."""
+        bank = self.proxy_bank
+        if bank is None or not getattr(bank, "built", False):
+            raise ValueError(
+                f"{type(self).__name__}.call uses the proxies of a built ProxyBank, received "
+                f"proxy_bank={bank!r}. Pass proxy_bank=ProxyBank(...) placed in the model (or "
+                "built with embedding_dim=), or call compute(labels, embeddings, ref_labels, "
+                "ref_embeddings)."
+            )
+        return bank
+
+    def call(self, y_true, y_pred):
+        """Loss of the batch against the proxies of `proxy_bank`."""
+        bank = self.require_bank()
+        return self.compute(y_true, y_pred, bank.proxy_labels, bank.proxies)
+
+    def get_config(self):
+        config = super().get_config()
+        config["proxy_bank"] = None
+        return config
+
+    @classmethod
+    def from_config(cls, config, proxy_bank=None):
+        config = dict(config)
+        config["proxy_bank"] = proxy_bank
+        return cls(**config)

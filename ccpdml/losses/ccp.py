@@ -4,8 +4,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from ccpdml.distribute.cross_replica import replica_loss
+from ccpdml.layers.cross_batch_memory import CrossBatchMemory
 from ccpdml.layers.proxy_bank import ProxyBank
+from ccpdml.losses.base import CrossReplicaLoss
 
 
 def _sublayers(layer):
@@ -22,16 +23,12 @@ def _sublayers(layer):
     return out
 
 
-def _non_network_layer_types():
-    try:  # the cross-batch memory is optional while the library is assembled
-        from ccpdml.layers import CrossBatchMemory
-    except ImportError:
-        return (ProxyBank,)
-    return (ProxyBank, CrossBatchMemory)
+# Layers whose variables are not network weights (no proximal term on them).
+_NON_NETWORK_LAYER_TYPES = (ProxyBank, CrossBatchMemory)
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class CCPLoss(keras.losses.Loss):
+class CCPLoss(CrossReplicaLoss):
     """Chance-constrained proxy loss (METHOD §3.3, §3.6).
 
         L = in_batch_weight · base(batch vs batch, self-pairs excluded)
@@ -55,7 +52,9 @@ class CCPLoss(keras.losses.Loss):
         cross_replica_pairs: under a multi-replica strategy, compute all three terms on the
             all-gathered global batch and return L/R per replica, which makes training equal
             to a single-device run on the global batch (default True; False: each replica's
-            own rows, averaged over replicas). See `ccpdml.distribute.cross_replica`.
+            own rows, averaged over replicas). See `ccpdml.distribute.cross_replica`. The
+            proximal term is identical on every replica: the 1/R scaling makes its summed
+            gradient exactly λ(w − w*), as on one device.
         **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes: y_true labels [N] or [N, 1] (float accepted), y_pred raw embeddings [N, D] → scalar.
@@ -121,7 +120,7 @@ class CCPLoss(keras.losses.Loss):
             w
             for layer in _sublayers(model)
             for w in layer.weights
-            if isinstance(layer, _non_network_layer_types())
+            if isinstance(layer, _NON_NETWORK_LAYER_TYPES)
         ]
         excluded += list(self.proxy_bank.weights)
         excluded_ids = {id(w) for w in excluded}
@@ -168,14 +167,6 @@ class CCPLoss(keras.losses.Loss):
             y_true, y_pred, ops.convert_to_tensor(bank.proxy_labels), bank.proxies
         )
         return {"in_batch": in_batch, "proxy": proxy, "proximal": self.proximal_term()}
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        def local(labels, embeddings):
-            return super(CCPLoss, self).__call__(labels, embeddings, sample_weight)
-
-        # The proximal term is identical on every replica: the 1/R scaling makes its summed
-        # gradient exactly λ(w − w*), as on one device.
-        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
 
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ccpdml.losses.base import MetricLoss
+from ccpdml.losses.base import MetricLoss, ProxyLossMixin
 
 # Finite stand-in for −inf in masked log-sum-exp terms: exp(_MASKED − m) is exactly 0.
 _MASKED = -1e30
@@ -53,7 +53,7 @@ def proxy_anchor_loss(similarity, pos_mask, neg_mask, margin=0.1, alpha=32.0):
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class ProxyAnchorLoss(MetricLoss):
+class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
     """Proxy-Anchor loss (Kim et al. 2020) on ball-normalised vectors (METHOD §2.5).
 
     L = Σ_p log(1 + Σ_{x∈X⁺_p} e^{−α(s_xp − δ)}) / |P⁺| + Σ_p log(1 + Σ_{x∈X⁻_p} e^{α(s_xp + δ)}) / |P⁻|
@@ -93,35 +93,7 @@ class ProxyAnchorLoss(MetricLoss):
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_anchor_loss(-matrix, pos_mask, neg_mask, self.margin, self.alpha)
 
-    def call(self, y_true, y_pred):
-        """Loss of the batch against the proxies of `proxy_bank`."""
-        bank = _require_bank(self)
-        return self.compute(y_true, y_pred, bank.proxy_labels, bank.proxies)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "margin": self.margin,
-                "alpha": self.alpha,
-                "proxy_bank": None,
-            }
-        )
+        config.update({"margin": self.margin, "alpha": self.alpha})
         return config
-
-    @classmethod
-    def from_config(cls, config, proxy_bank=None):
-        config = dict(config)
-        config["proxy_bank"] = proxy_bank
-        return cls(**config)
-
-
-def _require_bank(loss):
-    bank = loss.proxy_bank
-    if bank is None or not getattr(bank, "built", False):
-        raise ValueError(
-            f"{type(loss).__name__}.call uses the proxies of a built ProxyBank, received "
-            f"proxy_bank={bank!r}. Pass proxy_bank=ProxyBank(...) placed in the model (or built "
-            "with embedding_dim=), or call compute(labels, embeddings, ref_labels, ref_embeddings)."
-        )
-    return bank

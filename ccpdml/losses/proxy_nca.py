@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from ccpdml.losses.base import MetricLoss
-from ccpdml.losses.proxy_anchor import _require_bank
+from ccpdml.losses.base import MetricLoss, ProxyLossMixin
 
 # Added inside the log as the original (METHOD §2.6).
 _LOG_EPS = 1e-16
@@ -38,7 +37,7 @@ def proxy_nca_loss(similarity, pos_mask, neg_mask, temperature=0.11):
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class ProxyNCALoss(MetricLoss):
+class ProxyNCALoss(ProxyLossMixin, MetricLoss):
     """ProxyNCA++ loss (Teh et al. 2020) as the original code computes it (METHOD §2.6).
 
     ℓ_x = −log(Σ_{p: y_p = y_x} softmax_p(x̂·p̂ / T) + 1e-16), L = mean over samples, with
@@ -78,18 +77,7 @@ class ProxyNCALoss(MetricLoss):
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_nca_loss(-matrix, pos_mask, neg_mask, self.temperature)
 
-    def call(self, y_true, y_pred):
-        """Loss of the batch against the proxies of `proxy_bank`."""
-        bank = _require_bank(self)
-        return self.compute(y_true, y_pred, bank.proxy_labels, bank.proxies)
-
     def get_config(self):
         config = super().get_config()
-        config.update({"temperature": self.temperature, "proxy_bank": None})
+        config["temperature"] = self.temperature
         return config
-
-    @classmethod
-    def from_config(cls, config, proxy_bank=None):
-        config = dict(config)
-        config["proxy_bank"] = proxy_bank
-        return cls(**config)

@@ -5,9 +5,8 @@ import numpy as np
 from keras import ops
 
 from ccpdml.layers.ball_normalization import ball_normalize
-from ccpdml.losses.base import MetricLoss
+from ccpdml.losses.base import MetricLoss, ProxyLossMixin
 from ccpdml.losses.pairwise import label_vector
-from ccpdml.losses.proxy_anchor import _require_bank
 
 # Inside the regulariser's sqrt, as the official SoftTriple code (METHOD decision 1, B5).
 _REG_EPS = 1e-5
@@ -105,7 +104,7 @@ def _check_counts(ref_labels, k):
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class SoftTripleLoss(MetricLoss):
+class SoftTripleLoss(ProxyLossMixin, MetricLoss):
     """SoftTriple loss, official definition with the original's hyper-parameter names (§2.7).
 
     L = mean_n CE(λ(S_nc − δ·1[c = y_n])) + τ·Σ_c Σ_{i<j} sqrt(2 + 1e-5 − 2<ŵ_ci, ŵ_cj>)/(C·K·(K−1)),
@@ -178,7 +177,7 @@ class SoftTripleLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         """Loss of the batch against the centres of `proxy_bank` ([C, K, D] by its layout)."""
-        bank = _require_bank(self)
+        bank = self.require_bank()
         if bank.proxies_per_class != self.centers_per_class:
             raise ValueError(
                 f"SoftTripleLoss(centers_per_class={self.centers_per_class}) received a ProxyBank "
@@ -197,13 +196,6 @@ class SoftTripleLoss(MetricLoss):
                 "gamma": self.gamma,
                 "tau": self.tau,
                 "margin": self.margin,
-                "proxy_bank": None,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, proxy_bank=None):
-        config = dict(config)
-        config["proxy_bank"] = proxy_bank
-        return cls(**config)

@@ -1,9 +1,10 @@
 """Cross-batch memory (XBM) wrapper around a pair-based loss (METHOD §2.8)."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from ccpdml.distribute.cross_replica import replica_loss
+from ccpdml.distribute.cross_replica import gather_global_batch, scale_for_replicas
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
@@ -22,7 +23,8 @@ class XBMLoss(keras.losses.Loss):
     steps ≥ start_at + B, and the `filled` check guards the term anyway (e.g. after a resumed
     `steps` with a reset memory).
 
-    Every call enqueues, including evaluation calls (`model.evaluate`) made through `compile`.
+    Every call enqueues (in `__call__`; `call` only computes L from the current memory),
+    including evaluation calls (`model.evaluate`) made through `compile`.
 
     Args:
         base_loss: a `MetricLoss` (e.g. `SimilarityContrastiveLoss()`, the original's default C1).
@@ -33,9 +35,11 @@ class XBMLoss(keras.losses.Loss):
             (default 1000; must be ≥ 0).
         memory_weight: weight of the memory term (default 1.0, the original's xbm_weight).
         pair_weight: weight of the in-batch term (default 1.0, the original's pair_loss_weight).
-        cross_replica_pairs: under a multi-replica strategy, enqueue and pair the all-gathered
-            global batch and return L/R per replica (default True; the memory's batch_size is
-            then the global batch). See `ccpdml.distribute.cross_replica`.
+        cross_replica_pairs: under a multi-replica strategy, pair the all-gathered global
+            batch and return L/R per replica (default True). Either way every replica enqueues
+            the same all-gathered global batch (the memory's batch_size is the global batch),
+            so the memory and its counters stay identical across replicas and advance once per
+            step. See `ccpdml.distribute.cross_replica`.
         **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
@@ -82,19 +86,34 @@ class XBMLoss(keras.losses.Loss):
         )
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        def local(labels, embeddings):
-            return super(XBMLoss, self).__call__(labels, embeddings, sample_weight)
-
-        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
-
-    def call(self, y_true, y_pred):
         memory = self.memory
         if memory is None:
             raise RuntimeError(
                 "XBMLoss has no memory: pass the model's CrossBatchMemory layer "
                 "(XBMLoss(base_loss, memory) or XBMLoss.from_config(config, memory=memory))."
             )
-        memory.enqueue(y_pred, y_true)
+        if self._replica_share_outside_replicas(y_pred):
+            # Keras's symbolic build under an R-replica strategy calls the loss once, in the
+            # cross-replica context, on one replica's rows, only to infer the output shape.
+            return super().__call__(y_true, y_pred, sample_weight)
+        # The memory always receives the global batch, identical on every replica (with
+        # cross_replica_pairs=False it is gathered for the memory only, without gradient).
+        gathered = y_pred if self.cross_replica_pairs else ops.stop_gradient(y_pred)
+        global_labels, global_embeddings = gather_global_batch(y_true, gathered)
+        memory.enqueue(global_embeddings, global_labels)
+        if self.cross_replica_pairs:
+            y_true, y_pred = global_labels, global_embeddings
+        return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
+
+    def _replica_share_outside_replicas(self, y_pred):
+        if not tf.distribute.in_cross_replica_context():
+            return False
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        rows = y_pred.shape[0]
+        return replicas > 1 and rows is not None and rows * replicas == self.memory.batch_size
+
+    def call(self, y_true, y_pred):
+        memory = self.memory
         loss = self.pair_weight * self.base_loss.compute(y_true, y_pred)
 
         def memory_term():

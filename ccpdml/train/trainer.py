@@ -98,19 +98,6 @@ def _explain_data_error(data, exc) -> Exception | None:
     )
 
 
-class _CandidatePosition:
-    """Saves/restores how many candidate batches the CCP callback consumed (resume position)."""
-
-    def __init__(self, ccp_callback):
-        self.ccp_callback = ccp_callback
-
-    def get_state(self) -> dict:
-        return {"batches": int(self.ccp_callback.candidate_batches)}
-
-    def set_state(self, state: dict) -> None:
-        self.ccp_callback.candidate_batches = int(state["batches"])
-
-
 class _Embedder:
     """Embeds a Split with the eval preprocessing, in batches."""
 
@@ -265,11 +252,7 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
         state_path,
         optimizer,
         extra_variables=extra,
-        stateful=(
-            {"ccp": ccp_callback, "ccp_candidates": _CandidatePosition(ccp_callback)}
-            if ccp_callback is not None
-            else None
-        ),
+        stateful={"ccp": ccp_callback} if ccp_callback is not None else None,
         early_stopping=early,
         every=train_cfg.checkpoint_every_validations,
     )

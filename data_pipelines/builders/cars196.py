@@ -61,31 +61,21 @@ class Cars196(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        manual_dir = common.manual_dir_of(self, dl_manager)
-        image_root, annos_root = common.resolve_parts(
-            self.DISPLAY_NAME,
-            manual_dir,
-            self.PARTS,
-            dl_manager.extract,
-            self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-        )
-        rows = read_annotations(annos_root / "cars_annos.mat")
-        train = [r for r in rows if r[1] < self.NUM_TRAIN_CLASSES]
-        test = [r for r in rows if r[1] >= self.NUM_TRAIN_CLASSES]
+        image_root, annos_root = common.resolve_manual_parts(self, dl_manager)
+        annos = annos_root / "cars_annos.mat"
+        splits = common.split_by_class(read_annotations(annos), self.NUM_TRAIN_CLASSES)
         return {
-            "train": self._generate_examples(image_root, annos_root / "cars_annos.mat", train),
-            "test": self._generate_examples(image_root, annos_root / "cars_annos.mat", test),
+            name: self._generate_examples(image_root, annos, rows) for name, rows in splits.items()
         }
 
     def _generate_examples(self, image_root, annos, rows):
         for key, (rel, label, bbox) in enumerate(rows):
-            parts = rel.split("/")
-            if parts[0] == "car_ims":  # paths are written as "car_ims/000001.jpg"
-                parts = parts[1:]
+            # paths are written as "car_ims/000001.jpg"
+            image = common.image_file(image_root, common.strip_top_folder(rel, "car_ims"), annos)
             yield (
                 key,
                 {
-                    "image": common.image_file(image_root, "/".join(parts), annos),
+                    "image": image,
                     "label": label,
                     "file_name": rel,
                     "bbox": bbox,

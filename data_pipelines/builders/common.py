@@ -290,6 +290,31 @@ def manual_dir_of(builder, dl_manager):
         ) from err
 
 
+def resolve_manual_parts(builder, dl_manager):
+    """The folders of `builder.PARTS` in the manual directory (archives extracted), in order."""
+    return resolve_parts(
+        builder.DISPLAY_NAME,
+        manual_dir_of(builder, dl_manager),
+        builder.PARTS,
+        dl_manager.extract,
+        builder.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
+
+
+def split_by_class(rows, num_train_classes: int) -> dict[str, list]:
+    """{"train": rows of label < num_train_classes, "test": the others}; label = row[1]."""
+    return {
+        "train": [r for r in rows if r[1] < num_train_classes],
+        "test": [r for r in rows if r[1] >= num_train_classes],
+    }
+
+
+def strip_top_folder(relative: str, folder: str) -> str:
+    """`relative` without a leading `folder/` (annotation paths that name the archive's folder)."""
+    parts = relative.split("/")
+    return "/".join(parts[1:] if parts[0] == folder else parts)
+
+
 def dataset_info(builder, description: str, homepage: str, with_bbox: bool):
     """`tfds.core.DatasetInfo` shared by the builders (rows kept in generation order).
 

@@ -51,21 +51,9 @@ class Cub200(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        manual_dir = common.manual_dir_of(self, dl_manager)
-        (root,) = common.resolve_parts(
-            self.DISPLAY_NAME,
-            manual_dir,
-            self.PARTS,
-            dl_manager.extract,
-            self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-        )
-        rows = read_annotations(root)
-        train = [r for r in rows if r[1] < self.NUM_TRAIN_CLASSES]
-        test = [r for r in rows if r[1] >= self.NUM_TRAIN_CLASSES]
-        return {
-            "train": self._generate_examples(root, train),
-            "test": self._generate_examples(root, test),
-        }
+        (root,) = common.resolve_manual_parts(self, dl_manager)
+        splits = common.split_by_class(read_annotations(root), self.NUM_TRAIN_CLASSES)
+        return {name: self._generate_examples(root, rows) for name, rows in splits.items()}
 
     def _generate_examples(self, root, rows):
         for key, (rel, label, bbox) in enumerate(rows):

@@ -63,14 +63,7 @@ class InShop(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        manual_dir = common.manual_dir_of(self, dl_manager)
-        lists_root, image_root = common.resolve_parts(
-            self.DISPLAY_NAME,
-            manual_dir,
-            self.PARTS,
-            dl_manager.extract,
-            self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-        )
+        lists_root, image_root = common.resolve_manual_parts(self, dl_manager)
         splits = read_partition(lists_root / PARTITION)
         boxes = read_bboxes(lists_root / BBOXES)
         return {
@@ -85,13 +78,11 @@ class InShop(tfds.core.GeneratorBasedBuilder):
                     f"{rel} (in {lists_root / PARTITION}) has no bounding box in "
                     f"{lists_root / BBOXES}; the two files must come from the same release."
                 )
-            parts = rel.split("/")
-            if parts[0] == "img":  # paths are written as "img/WOMEN/..."
-                parts = parts[1:]
+            path = common.strip_top_folder(rel, "img")  # paths are written as "img/WOMEN/..."
             yield (
                 key,
                 {
-                    "image": common.image_file(image_root, "/".join(parts), lists_root / PARTITION),
+                    "image": common.image_file(image_root, path, lists_root / PARTITION),
                     "label": label,
                     "file_name": rel,
                     "bbox": boxes[rel],

@@ -54,14 +54,7 @@ class Sop(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        manual_dir = common.manual_dir_of(self, dl_manager)
-        (root,) = common.resolve_parts(
-            self.DISPLAY_NAME,
-            manual_dir,
-            self.PARTS,
-            dl_manager.extract,
-            self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-        )
+        (root,) = common.resolve_manual_parts(self, dl_manager)
         return {
             "train": self._generate_examples(root, root / "Ebay_train.txt"),
             "test": self._generate_examples(root, root / "Ebay_test.txt"),

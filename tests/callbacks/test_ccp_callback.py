@@ -185,7 +185,14 @@ def test_get_config_round_trip_and_state():
     rebuilt = CCPCallback.from_config(config)  # loss rebuilt from its config (bank unattached)
     assert rebuilt.ccp_loss.proxy_bank is None and rebuilt.patience == 4
     ccp.set_model(model)
-    state = {"instance": 2, "wait": 1, "best": -0.4, "previous_monitor": 0.4}
+    state = {
+        "instance": 2,
+        "wait": 1,
+        "best": -0.4,
+        "previous_monitor": 0.4,
+        "candidate_batches": 12,
+        "reinit_log": [{"instance": 2, "lambda": 2e-4, "radius_before": 0.5, "radius_after": 0.3}],
+    }
     ccp.set_state(state)
     proxies = bank.proxies.numpy()
     ccp.on_train_begin()  # resumed: keeps proxies, λ of instance 2

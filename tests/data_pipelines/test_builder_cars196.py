@@ -27,12 +27,6 @@ def write_fake_cars(folder, fields=FIELDS):
 
 
 @pytest.fixture(scope="module")
-def no_network():
-    with fake_benchmarks.no_network():
-        yield
-
-
-@pytest.fixture(scope="module")
 def fake(tmp_path_factory, no_network):
     src = tmp_path_factory.mktemp("cars_src")
     rows = write_fake_cars(src)

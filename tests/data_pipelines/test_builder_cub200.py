@@ -29,12 +29,6 @@ def write_fake_cub(folder):
 
 
 @pytest.fixture(scope="module")
-def no_network():
-    with fake_benchmarks.no_network():
-        yield
-
-
-@pytest.fixture(scope="module")
 def fake(tmp_path_factory, no_network):
     src = tmp_path_factory.mktemp("cub_src")
     rows = write_fake_cub(src)

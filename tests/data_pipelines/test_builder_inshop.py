@@ -32,12 +32,6 @@ def write_fake_inshop(folder, rows=ROWS, images_zipped=True):
 
 
 @pytest.fixture(scope="module")
-def no_network():
-    with fake_benchmarks.no_network():
-        yield
-
-
-@pytest.fixture(scope="module")
 def fake(tmp_path_factory, no_network):
     manual = tmp_path_factory.mktemp("inshop_manual")
     data = write_fake_inshop(manual)

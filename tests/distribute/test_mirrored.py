@@ -14,8 +14,14 @@ import pytest
 import tensorflow as tf
 
 from ccpdml.distribute import gather_global_batch, num_replicas_here, replica_loss
-from ccpdml.layers import ProxyBank
-from ccpdml.losses import CCPLoss, ContrastiveLoss, MultiSimilarityLoss
+from ccpdml.layers import CrossBatchMemory, ProxyBank
+from ccpdml.losses import (
+    CCPLoss,
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    SimilarityContrastiveLoss,
+    XBMLoss,
+)
 from ccpdml.optimizers import DMLAdam
 
 N, D_IN, DIM, C, K = 16, 6, 4, 4, 2
@@ -170,3 +176,98 @@ def test_export_of_a_model_trained_under_mirrored(tmp_path):
     served = loaded.serve(tf.constant(x))
     expected = np.tanh(x @ weights[0] + weights[1]) @ weights[2] + weights[3]
     np.testing.assert_allclose(served.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+XBM_STEPS, XBM_SLOTS = 4, 2
+
+
+def _train_xbm(strategy, cross_replica_pairs=True, memory_weight=1.0):
+    """XBM (B = 2 slots, start_at = 1): the memory term is on at steps 3 and 4 (METHOD §2.8)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(XBM_STEPS * N, D_IN)).astype("float32")
+    y = np.tile(_data()[1], XBM_STEPS)
+    with strategy.scope():
+        inputs = keras.Input((D_IN,))
+        hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+        memory = CrossBatchMemory(batches_in_memory=XBM_SLOTS, batch_size=N)
+        model = keras.Model(inputs, memory(keras.layers.Dense(DIM)(hidden)))
+        for w in model.trainable_weights:
+            w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+        loss = XBMLoss(
+            SimilarityContrastiveLoss(),
+            memory,
+            start_at=1,
+            memory_weight=memory_weight,
+            cross_replica_pairs=cross_replica_pairs,
+        )
+        model.compile(optimizer=_sgd(), loss=loss)
+    initial = [w.numpy().copy() for w in model.trainable_weights]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(N)
+    # One step per epoch, so that the history holds the loss of every step.
+    history = model.fit(ds.repeat(), steps_per_epoch=1, epochs=XBM_STEPS, verbose=0)
+    replicas = {
+        v.path.split("/")[-1]: [r.numpy() for r in strategy.experimental_local_results(v.value)]
+        for v in memory.weights
+    }
+    trained = [w.numpy() for w in model.trainable_weights]
+    return history.history["loss"], trained, initial, replicas, bool(loss.ready()), y
+
+
+def test_xbm_under_mirrored_equals_single_device():
+    ref_loss, ref_w, initial, ref_mem, ref_ready, y = _train_xbm(tf.distribute.get_strategy())
+    loss, weights, initial_m, mem, ready, _ = _train_xbm(_mirrored())
+    for a, b in zip(initial, initial_m):
+        np.testing.assert_array_equal(a, b)
+    assert ref_ready and ready
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    assert max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial)) > 1e-3
+    for w, r in zip(weights, ref_w):
+        np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)
+    # Each replica holds the same memory: the last two GLOBAL batches (16 rows each, slot 0 =
+    # step 3, slot 1 = step 4), and the counters advanced once per global step.
+    expected_labels = y.reshape(XBM_STEPS, N)[2:].reshape(-1)
+    for name, per_replica in mem.items():
+        np.testing.assert_array_equal(per_replica[0], per_replica[1])
+        # atol: memory rows are outputs after three SGD steps (entries near 0 of magnitude-2 rows).
+        np.testing.assert_allclose(per_replica[0], ref_mem[name][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(mem["labels"][0], expected_labels)
+    np.testing.assert_array_equal(ref_mem["labels"][0], expected_labels)
+    assert [int(mem[c][0]) for c in ("steps", "pointer", "filled")] == [XBM_STEPS, 0, XBM_SLOTS]
+    assert np.abs(mem["embeddings"][0]).min(axis=1).max() > 0  # every row written
+    # The memory term mattered: without it steps 1-2 are unchanged and steps 3-4 differ.
+    no_memory = _train_xbm(tf.distribute.get_strategy(), memory_weight=0.0)[0]
+    np.testing.assert_allclose(no_memory[:2], ref_loss[:2], rtol=1e-5)
+    assert all(abs(a - b) > 1e-3 for a, b in zip(no_memory[2:], ref_loss[2:]))
+
+
+def test_xbm_without_cross_replica_pairs_still_enqueues_the_global_batch():
+    _, _, _, mem, ready, y = _train_xbm(_mirrored(), cross_replica_pairs=False)
+    assert ready
+    for per_replica in mem.values():
+        np.testing.assert_array_equal(per_replica[0], per_replica[1])
+    np.testing.assert_array_equal(mem["labels"][0], y.reshape(XBM_STEPS, N)[2:].reshape(-1))
+    assert int(mem["steps"][0]) == XBM_STEPS
+
+
+def test_memory_updates_in_replicas_take_the_first_replica():
+    """Replica r enqueues r-dependent rows: every replica's copy ends with replica 0's write."""
+    strategy = _mirrored()
+    with strategy.scope():
+        memory = CrossBatchMemory(batches_in_memory=2, batch_size=2, embedding_dim=3)
+
+    @tf.function
+    def run():
+        def replica_fn():
+            r = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, "float32")
+            memory.enqueue(tf.fill((2, 3), r + 1.0), tf.fill((2,), tf.cast(r, "int32") + 5))
+
+        strategy.run(replica_fn)
+
+    run()
+    run()
+    for v in memory.weights:
+        copies = [c.numpy() for c in strategy.experimental_local_results(v.value)]
+        np.testing.assert_array_equal(copies[0], copies[1])
+    np.testing.assert_array_equal(memory.embeddings.numpy(), np.ones((4, 3)))
+    np.testing.assert_array_equal(memory.labels.numpy(), [5, 5, 5, 5])
+    assert [int(v.numpy()) for v in (memory.steps, memory.pointer, memory.filled)] == [2, 0, 2]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import np_contrastive
 
 from ccpdml.layers import ProxyBank
 from ccpdml.losses import ContrastiveLoss
@@ -16,23 +17,6 @@ def _model(num_classes=3, k=2, dim=4):
     x = keras.layers.Dense(dim, use_bias=False)(x)
     bank = ProxyBank(num_classes, proxies_per_class=k)
     return keras.Model(inputs, bank(x)), bank
-
-
-def _ball(v):
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.where(n > 1, v / n, v)
-
-
-def _contrastive(e, labels, refs, ref_labels, in_batch, neg_margin=0.5):
-    """numpy C2 (m+ = 0): non-zero means of d over positives and of (m- − d)+ over negatives."""
-    e, refs = _ball(e), _ball(refs)
-    d = np.sqrt(np.maximum(((e[:, None] - refs[None]) ** 2).sum(-1), 0))
-    same = labels[:, None] == ref_labels[None]
-    pos = same & ~np.eye(len(e), dtype=bool) if in_batch else same
-    neg = ~same
-    p = d[pos][d[pos] > 0]
-    q = (neg_margin - d[neg])[neg_margin - d[neg] > 0]
-    return p.sum() / (len(p) + 1e-16) + q.sum() / (len(q) + 1e-16)
 
 
 def _bound(lam=0.3):
@@ -64,8 +48,8 @@ def test_value_is_weighted_sum_against_numpy():
     y_true = labels.astype("float32")[:, None]  # as model.fit delivers them
     value = float(loss(y_true, emb))
     proxies, proxy_labels = bank.proxies.numpy(), bank.proxy_labels.numpy()
-    in_batch = _contrastive(emb, labels, emb, labels, in_batch=True)
-    proxy = _contrastive(emb, labels, proxies, proxy_labels, in_batch=False)
+    in_batch = np_contrastive(labels, emb)
+    proxy = np_contrastive(labels, emb, proxy_labels, proxies)
     prox = (
         0.5
         * 0.3

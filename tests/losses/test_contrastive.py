@@ -4,53 +4,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import fd_grad, labelled_data, np_contrastive, tf_value_and_grads
 
 import ccpdml.losses
 from ccpdml.losses import ContrastiveLoss
 from ccpdml.losses.contrastive import contrastive
 
 
-def np_ball(x):
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
-
-
-def np_matrix_and_masks(labels, emb, ref_labels, ref):
-    e = np_ball(emb)
-    if ref is None:
-        d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1)) * (1 - np.eye(len(e)))
-        eq = (labels[:, None] == labels[None]).astype(float)
-        return d, eq - np.eye(len(e)), 1 - eq
-    r = np_ball(ref)
-    d = np.sqrt(((e[:, None] - r[None]) ** 2).sum(-1))
-    eq = (labels[:, None] == ref_labels[None]).astype(float)
-    return d, eq, 1 - eq
-
-
-def np_contrastive(labels, emb, ref_labels=None, ref=None, pos_margin=0.0, neg_margin=0.5):
-    d, pos, neg = np_matrix_and_masks(labels, emb, ref_labels, ref)
-    p = (d - pos_margin) * pos
-    q = (neg_margin - d) * neg
-    return p[p > 0].sum() / ((p > 0).sum() + 1e-16) + q[q > 0].sum() / ((q > 0).sum() + 1e-16)
-
-
-def fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 def make_data(seed, n=6, dim=3, classes=3, per_class=2):
-    rng = np.random.default_rng(seed)
     labels = np.array([0, 2, 0, 1, 2, 0])[:n]
-    emb = rng.normal(size=(n, dim)) * 0.4
-    ref_labels = rng.permutation(np.tile(np.arange(classes), per_class))
-    ref = rng.normal(size=(classes * per_class, dim)) * 0.6
-    return labels, emb, ref_labels, ref
+    return labelled_data(seed, labels, classes, per_class, dim, scale=0.4)
 
 
 @pytest.mark.parametrize("margins", [(0.0, 0.5), (0.1, 0.9)])
@@ -93,15 +56,6 @@ def test_hand_derived_value():
     np.testing.assert_allclose(float(got), 0.35, rtol=1e-5)
 
 
-def _value_and_grad(loss, labels, emb, ref_labels=None, ref=None):
-    ev = tf.Variable(np.asarray(emb, "float32"))
-    rv = None if ref is None else tf.Variable(np.asarray(ref, "float32"))
-    with tf.GradientTape() as tape:
-        value = loss.compute(labels, ev, ref_labels, rv)
-    grads = tape.gradient(value, [ev] if rv is None else [ev, rv])
-    return float(value), [g.numpy() for g in grads]
-
-
 def test_degenerate_batches_are_zero_and_finite():
     """No positives: only negatives, all at distance 1 > 0.5 → 0. One class, identical points:
     positives at d = 0 are not counted, no negatives → 0. A single sample has no pairs → 0.
@@ -113,10 +67,10 @@ def test_degenerate_batches_are_zero_and_finite():
         (np.array([1]), [[0.5, 0.5]]),
     ]
     for labels, emb in cases:
-        value, grads = _value_and_grad(loss, labels, emb)
+        value, grads = tf_value_and_grads(loss, labels, emb)
         assert value == 0.0
         assert all(np.all(g == 0.0) for g in grads)
-    value, grads = _value_and_grad(
+    value, grads = tf_value_and_grads(
         loss, np.array([0]), [[0.3, 0.0]], np.array([0, 1]), [[0.3, 0.0], [-1.0, 0.0]]
     )
     assert value == 0.0 and all(np.all(np.isfinite(g)) for g in grads)

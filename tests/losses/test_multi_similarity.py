@@ -5,28 +5,16 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from reference import fd_grad, labelled_data, np_similarity_and_masks
 
 from ccpdml.losses import MultiSimilarityLoss
 from ccpdml.losses.multi_similarity import multi_similarity
 
 
-def np_ball(x):
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
-
-
 def np_ms(labels, emb, ref_labels=None, ref=None, alpha=2.0, beta=50.0, base=0.5):
-    e = np_ball(emb)
-    if ref is None:
-        s = e @ e.T
-        eq = (labels[:, None] == labels[None]).astype(float)
-        pos, neg = eq - np.eye(len(e)), 1 - eq
-    else:
-        s = e @ np_ball(ref).T
-        eq = (labels[:, None] == ref_labels[None]).astype(float)
-        pos, neg = eq, 1 - eq
+    s, pos, neg = np_similarity_and_masks(labels, emb, ref_labels, ref)
     rows = []
-    for a in range(len(e)):
+    for a in range(len(labels)):
         sp = s[a][pos[a] > 0]
         sn = s[a][neg[a] > 0]
         rows.append(
@@ -36,23 +24,9 @@ def np_ms(labels, emb, ref_labels=None, ref=None, alpha=2.0, beta=50.0, base=0.5
     return np.mean(rows)
 
 
-def fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 def make_data(seed):
-    rng = np.random.default_rng(seed)
-    labels = np.array([2, 0, 2, 1, 2, 3])  # class 2 three times; classes 0, 1, 3 lack positives
-    emb = rng.normal(size=(6, 3)) * 0.5
-    ref_labels = rng.permutation(np.tile(np.arange(4), 2))
-    ref = rng.normal(size=(8, 3)) * 0.6
-    return labels, emb, ref_labels, ref
+    labels = [2, 0, 2, 1, 2, 3]  # class 2 three times; classes 0, 1, 3 lack positives
+    return labelled_data(seed, labels, classes=4, per_class=2)
 
 
 def test_values_match_numpy():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import fd_grad, np_dist
 
 from ccpdml.losses.pairwise import (
     label_vector,
@@ -10,20 +11,6 @@ from ccpdml.losses.pairwise import (
     pair_masks,
     pairwise_distance,
 )
-
-
-def np_dist(a, b):
-    return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
-
-
-def fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
 
 
 def test_distance_values_in_batch_and_refs():

@@ -4,14 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import fd_grad, fit_one_epoch, np_ball, proxy_data, tf_value_and_grads
 
 from ccpdml.layers import ProxyBank
 from ccpdml.losses.proxy_anchor import ProxyAnchorLoss
-
-
-def np_ball(x):
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norm > 1.0, x / norm, x)
 
 
 def np_proxy_anchor(labels, emb, ref_labels=None, refs=None, margin=0.1, alpha=32.0):
@@ -32,57 +28,28 @@ def np_proxy_anchor(labels, emb, ref_labels=None, refs=None, margin=0.1, alpha=3
     return pos_t.sum() / n_pos + neg_t.sum() / n_neg
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += eps
-        xm[idx] -= eps
-        g[idx] = (f(xp) - f(xm)) / (2 * eps)
-    return g
-
-
-def tf_value_and_grads(loss, labels, emb, ref_labels=None, refs=None):
-    e = tf.Variable(emb.astype("float32"))
-    r = None if refs is None else tf.Variable(refs.astype("float32"))
-    with tf.GradientTape() as tape:
-        value = loss.compute(labels, e, ref_labels, r)
-    grads = tape.gradient(value, [e] if r is None else [e, r])
-    return float(value), [g.numpy() for g in grads]
-
-
-def _data(n=6, c=3, k=2, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    # Mix of rows inside and outside the unit ball, away from the ‖v‖ = 1 kink.
-    emb = rng.normal(size=(n, d)) * rng.choice([0.3, 1.5], size=(n, 1))
-    refs = rng.normal(size=(c * k, d)) * rng.choice([0.3, 1.5], size=(c * k, 1))
-    labels = rng.integers(0, c, size=n).astype("int32")
-    ref_labels = np.tile(np.arange(c), k).astype("int32")
-    return labels, emb, ref_labels, refs
-
-
 @pytest.mark.parametrize("margin,alpha", [(0.1, 32.0), (0.2, 4.0)])
 def test_value_and_gradients_with_references(margin, alpha):
-    labels, emb, ref_labels, refs = _data()
+    labels, emb, ref_labels, refs = proxy_data()
     perm = np.random.default_rng(1).permutation(len(ref_labels))  # shuffled, K=2 per class
     ref_labels, refs = ref_labels[perm], refs[perm]
     loss = ProxyAnchorLoss(margin=margin, alpha=alpha)
     value, (ge, gr) = tf_value_and_grads(loss, labels, emb, ref_labels, refs)
     expected = np_proxy_anchor(labels, emb, ref_labels, refs, margin, alpha)
     np.testing.assert_allclose(value, expected, rtol=1e-5)
-    ne = numeric_grad(lambda x: np_proxy_anchor(labels, x, ref_labels, refs, margin, alpha), emb)
-    nr = numeric_grad(lambda x: np_proxy_anchor(labels, emb, ref_labels, x, margin, alpha), refs)
+    ne = fd_grad(lambda x: np_proxy_anchor(labels, x, ref_labels, refs, margin, alpha), emb)
+    nr = fd_grad(lambda x: np_proxy_anchor(labels, emb, ref_labels, x, margin, alpha), refs)
     np.testing.assert_allclose(ge, ne, rtol=2e-3, atol=1e-4)
     np.testing.assert_allclose(gr, nr, rtol=2e-3, atol=1e-4)
     assert np.abs(gr).max() > 1e-3  # proxies do receive gradient
 
 
 def test_in_batch_value_and_gradient():
-    labels, emb, _, _ = _data(n=7)
+    labels, emb, _, _ = proxy_data(n=7)
     loss = ProxyAnchorLoss(alpha=8.0)
     value, (ge,) = tf_value_and_grads(loss, labels, emb)
     np.testing.assert_allclose(value, np_proxy_anchor(labels, emb, alpha=8.0), rtol=1e-5)
-    ne = numeric_grad(lambda x: np_proxy_anchor(labels, x, alpha=8.0), emb)
+    ne = fd_grad(lambda x: np_proxy_anchor(labels, x, alpha=8.0), emb)
     np.testing.assert_allclose(ge, ne, rtol=2e-3, atol=1e-4)
 
 
@@ -117,7 +84,7 @@ def test_all_terms_inactive_is_finite_and_zero():
 
 
 def test_large_alpha_is_stable():
-    labels, emb, ref_labels, refs = _data(seed=3)
+    labels, emb, ref_labels, refs = proxy_data(seed=3)
     loss = ProxyAnchorLoss(alpha=400.0)  # plain exp(400·1.1) overflows float32
     value = float(loss.compute(labels, emb.astype("float32"), ref_labels, refs.astype("float32")))
     assert np.isfinite(value)
@@ -144,7 +111,7 @@ def test_get_config_round_trip_with_bank():
 
 def test_call_uses_bank_and_requires_it():
     bank = ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4)
-    labels, emb, _, _ = _data()
+    labels, emb, _, _ = proxy_data()
     value = ProxyAnchorLoss(proxy_bank=bank)(labels, emb.astype("float32"))
     expected = np_proxy_anchor(
         labels, emb, bank.proxy_labels.numpy(), bank.proxies.numpy().astype(float)
@@ -156,13 +123,6 @@ def test_call_uses_bank_and_requires_it():
 
 def test_fit_trains_the_proxies():
     bank = ProxyBank(num_classes=3, proxies_per_class=2, name="bank")
-    inputs = keras.Input((5,))
-    emb = bank(keras.layers.Dense(4)(inputs))
-    model = keras.Model(inputs, emb)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=ProxyAnchorLoss(proxy_bank=bank))
-    before = bank.proxies.numpy().copy()
-    x = np.random.default_rng(0).normal(size=(12, 5)).astype("float32")
-    y = np.arange(12, dtype="int32") % 3
-    history = model.fit(x, y, batch_size=6, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    assert np.abs(bank.proxies.numpy() - before).max() > 1e-4
+    epoch_loss, proxy_change = fit_one_epoch(bank, ProxyAnchorLoss(proxy_bank=bank))
+    assert np.isfinite(epoch_loss)
+    assert proxy_change > 1e-4

@@ -4,50 +4,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import fd_grad, labelled_data, np_similarity_contrastive
 
 from ccpdml.losses import SimilarityContrastiveLoss
 from ccpdml.losses.similarity_contrastive import similarity_contrastive
 
-EPS = 1e-5
-
-
-def np_ball(x):
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
-
-
-def np_similarity_contrastive(labels, emb, ref_labels=None, ref=None, margin=0.5):
-    e = np_ball(emb)
-    if ref is None:
-        s = e @ e.T
-        eq = (labels[:, None] == labels[None]).astype(float)
-        pos, neg = eq - np.eye(len(e)), 1 - eq
-    else:
-        s = e @ np_ball(ref).T
-        eq = (labels[:, None] == ref_labels[None]).astype(float)
-        pos, neg = eq, 1 - eq
-    p = (1 - s - EPS) * pos
-    q = (s - margin) * neg
-    return (p[p > 0].sum() + q[q > 0].sum()) / len(e)
-
-
-def fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
 
 def make_data(seed):
-    rng = np.random.default_rng(seed)
-    labels = np.array([1, 0, 2, 1, 0, 1])
-    emb = rng.normal(size=(6, 3)) * 0.5
-    ref_labels = rng.permutation(np.tile(np.arange(3), 3))
-    ref = rng.normal(size=(9, 3)) * 0.6
-    return labels, emb, ref_labels, ref
+    return labelled_data(seed, [1, 0, 2, 1, 0, 1], classes=3, per_class=3)
 
 
 @pytest.mark.parametrize("margin", [0.5, -0.2])

@@ -4,26 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import fd_grad, labelled_data, np_matrix_and_masks
 
 from ccpdml.losses import TripletLoss
 from ccpdml.losses.triplet import triplet
-
-
-def np_ball(x):
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(n > 1.0, x / np.where(n > 1.0, n, 1.0), x)
-
-
-def np_matrix_and_masks(labels, emb, ref_labels, ref):
-    e = np_ball(emb)
-    if ref is None:
-        d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1)) * (1 - np.eye(len(e)))
-        eq = (labels[:, None] == labels[None]).astype(float)
-        return d, eq - np.eye(len(e)), 1 - eq
-    r = np_ball(ref)
-    d = np.sqrt(((e[:, None] - r[None]) ** 2).sum(-1))
-    eq = (labels[:, None] == ref_labels[None]).astype(float)
-    return d, eq, 1 - eq
 
 
 def np_triplet_from_mat(d, pos, neg, margin):
@@ -36,24 +20,9 @@ def np_triplet(labels, emb, ref_labels=None, ref=None, margin=0.05):
     return np_triplet_from_mat(*np_matrix_and_masks(labels, emb, ref_labels, ref), margin)
 
 
-def fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 def make_data(seed):
-    rng = np.random.default_rng(seed)
     # Unequal positive counts per row in-batch: class 1 three times, class 0 twice, class 2 once.
-    labels = np.array([1, 0, 1, 2, 0, 1])
-    emb = rng.normal(size=(6, 3)) * 0.5
-    ref_labels = rng.permutation(np.tile(np.arange(3), 3))
-    ref = rng.normal(size=(9, 3)) * 0.6
-    return labels, emb, ref_labels, ref
+    return labelled_data(seed, [1, 0, 1, 2, 0, 1], classes=3, per_class=3)
 
 
 @pytest.mark.parametrize("margin", [0.05, 0.3])
