@@ -14,17 +14,22 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import data_pipelines
 from ccpdml.callbacks import CCPCallback, RetrievalValidation
-from ccpdml.config import config_to_dict, dump_config
 from ccpdml.distribute import fit_multi_worker
-from ccpdml.evaluation import retrieval_metrics
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
-from ccpdml.train.export import ensemble_model, export_saved_model
+from ccpdml.train.checks import check_classes, check_resumed_config, explain_data_error
+from ccpdml.train.evaluate import (
+    Embedder,
+    evaluate_ensemble,
+    export_metadata,
+    mean_metrics,
+    split_metrics,
+)
+from ccpdml.train.export import export_saved_model
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
 from ccpdml.train.rundir import RunDirectory, atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
@@ -41,85 +46,6 @@ def _folds(data_cfg) -> list[int]:
     if data_cfg.num_folds <= 1:
         return [1]
     return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
-
-
-def _check_resumed_config(run: RunDirectory, config) -> None:
-    """Refuse to resume a run directory with a different configuration (it would mix results)."""
-    path = run.file("config.yaml")
-    if not os.path.exists(path):
-        dump_config(config, path)
-        return
-    import yaml
-
-    with open(path, encoding="utf-8") as handle:
-        previous = yaml.safe_load(handle)
-    current = config_to_dict(config)
-    if previous != current:
-        changed = sorted(
-            key for key in set(previous) | set(current) if previous.get(key) != current.get(key)
-        )
-        raise ValueError(
-            f"{path} was written by a run with a different configuration (sections differing: "
-            f"{', '.join(changed)}); resume with the same config, or use a new --workdir"
-        )
-
-
-def _check_classes(data) -> None:
-    """Every class needs >= 2 images: positives for the pair losses, R >= 1 for MAP@R (§6)."""
-    for split in (data.train, data.test):
-        labels, counts = np.unique(split.labels, return_counts=True)
-        single = labels[counts < 2]
-        if len(single):
-            shown = ", ".join(str(int(c)) for c in single[:10])
-            more = f" and {len(single) - 10} more" if len(single) > 10 else ""
-            raise ValueError(
-                f"dataset {data.name!r}: {len(single)} class(es) of the {split.name or 'split'} "
-                f"split have a single image (labels {shown}{more}); every class needs at least 2 "
-                "images (a positive pair for training, a relevant neighbour for MAP@R/R-precision). "
-                "Remove those classes from the dataset or add images to them."
-            )
-
-
-def _explain_data_error(data, exc) -> Exception | None:
-    """A clear error naming the unreadable images behind a tf.data error, or None if none is."""
-    lines = []
-    for split in (data.train, data.test):
-        bad = split.undecodable_rows()
-        lines += [f"  {split.describe_row(i)}" for i in bad[:20]]
-        if len(bad) > 20:
-            lines.append(f"  ... and {len(bad) - 20} more in {split.name or 'the split'}")
-    if not lines:
-        return None
-    return ValueError(
-        f"dataset {data.name!r}: {len(lines)} image(s) cannot be read or decoded as JPEG, PNG, GIF "
-        "or BMP:\n" + "\n".join(lines) + "\nReplace or delete these files (for a benchmark, "
-        "extract the official archive again and re-run `python -m ccpdml prepare`), then rerun "
-        f"the same command: finished folds are kept. (TensorFlow said: {exc.message.strip()})"
-    )
-
-
-class _Embedder:
-    """Embeds a Split with the eval preprocessing, in batches."""
-
-    def __init__(self, preprocess, batch_size):
-        self.preprocess = preprocess
-        self.batch_size = batch_size
-
-    def dataset(self, split):
-        return data_pipelines.samplers.eval_batches(split, self.preprocess, self.batch_size)
-
-    def __call__(self, model, split) -> np.ndarray:
-        ds = self.dataset(split).map(lambda x, y: x)
-        return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
-
-
-def _test_metrics(embeddings, data, eval_cfg) -> dict:
-    labels = data.test.labels
-    kwargs = dict(ks=tuple(eval_cfg.ks), nmi=eval_cfg.nmi, chunk_size=eval_cfg.chunk_size)
-    q = data.test_query_count
-    if q:
-        return retrieval_metrics(embeddings[:q], labels[:q], embeddings[q:], labels[q:], **kwargs)
-    return retrieval_metrics(embeddings, labels, **kwargs)
 
 
 def _freeze_backbone(embedder: keras.Model, frozen: bool, freeze_bn: bool) -> None:
@@ -322,19 +248,17 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
 
     test_embeddings = embed(built.embedder, data.test)
     atomic_save_npy(os.path.join(fold_dir, "test_embeddings.npy"), test_embeddings)
-    test = _test_metrics(test_embeddings, data, config.evaluation)
+    test = split_metrics(test_embeddings, data, config.evaluation)
     export_saved_model(
         built.embedder,
         run.fold_export_dir(repeat, fold),
-        {
-            "dataset": data_cfg.name,
-            "preprocessing": data_cfg.preprocessing,
-            "image_size": data_cfg.image_size,
-            "embedding_dim": config.model.embedding_dim,
-            "fold": fold,
-            "repeat": repeat,
-            "ensemble_members": 1,
-        },
+        export_metadata(
+            config,
+            embedding_dim=config.model.embedding_dim,
+            fold=fold,
+            repeat=repeat,
+            ensemble_members=1,
+        ),
     )
     history = state.history
     monitor = train_cfg.monitor
@@ -370,72 +294,18 @@ def _train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) ->
     return result
 
 
-def _ensemble(config, run, data, preprocess, results, input_shape) -> dict:
-    """Concatenated-embedding ("512D") metrics and SavedModel for each repeat's folds."""
-    from ccpdml.evaluation import concat_embeddings
-    from ccpdml.models import build_embedding_model
-
-    by_repeat = {}
-    for res in results:
-        by_repeat.setdefault(res["repeat"], []).append(res)
-    ensembles = []
-    for repeat, members in sorted(by_repeat.items()):
-        members = sorted(members, key=lambda r: r["fold"])
-        parts = [
-            np.load(os.path.join(run.fold_dir(repeat, m["fold"]), "test_embeddings.npy"))
-            for m in members
-        ]
-        joined = concat_embeddings(parts)
-        metrics = _test_metrics(joined, data, config.evaluation)
-        ensembles.append({"repeat": repeat, "folds": [m["fold"] for m in members], "test": metrics})
-    # Export the first repeat's ensemble as one SavedModel (images -> concatenated embedding).
-    first = sorted(by_repeat)[0]
-    embedders = []
-    for m in sorted(by_repeat[first], key=lambda r: r["fold"]):
-        emb = build_embedding_model(
-            config.model.backbone,
-            input_shape=input_shape,
-            embedding_dim=config.model.embedding_dim,
-            pooling=config.model.pooling,
-            weights=None,
-            freeze_bn=config.model.freeze_bn,
-            name=f"fold_{m['fold']}",
-        )
-        emb.load_weights(os.path.join(run.fold_dir(first, m["fold"]), "embedder.weights.h5"))
-        embedders.append(emb)
-    export_saved_model(
-        ensemble_model(embedders, input_shape),
-        run.file("export", "ensemble"),
-        {
-            "dataset": config.data.name,
-            "preprocessing": config.data.preprocessing,
-            "image_size": config.data.image_size,
-            "embedding_dim": config.model.embedding_dim * len(embedders),
-            "fold": None,
-            "repeat": first,
-            "ensemble_members": len(embedders),
-        },
-    )
-    return {"repeats": ensembles}
-
-
-def _mean_metrics(dicts: list[dict]) -> dict:
-    keys = [k for k in dicts[0] if isinstance(dicts[0][k], float)]
-    return {k: float(np.mean([d[k] for d in dicts])) for k in keys}
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
     """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`."""
     run = RunDirectory(workdir)
     try:
-        _check_resumed_config(run, config)
+        check_resumed_config(run, config)
         strategy = make_strategy(config.distribute)
         data = data_pipelines.load(config.data.name, config.data.data_dir)
-        _check_classes(data)
+        check_classes(data)
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size
         )
-        embed = _Embedder(preprocess, config.data.eval_batch_size)
+        embed = Embedder(preprocess, config.data.eval_batch_size)
         _log(
             f"experiment {config.name}: dataset {config.data.name} ({data.train.num_classes} train / "
             f"{data.test.num_classes} test classes), loss {config.loss.name}"
@@ -455,16 +325,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         config, run, data, preprocess, strategy, repeat, fold, embed
                     )
                 except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-                    clear = _explain_data_error(data, exc)
+                    clear = explain_data_error(data, exc)
                     if clear is None:
                         raise
                     raise clear from exc
                 results.append(result)
         sample = next(iter(data_pipelines.samplers.eval_batches(data.test, preprocess, 1)))[0]
         input_shape = tuple(sample.shape[1:])
-        ensemble = _ensemble(config, run, data, preprocess, results, input_shape)
-        folds_mean = _mean_metrics([r["test"] for r in results])
-        ensemble_mean = _mean_metrics([e["test"] for e in ensemble["repeats"]])
+        ensemble = evaluate_ensemble(config, run, data, results, input_shape)
+        folds_mean = mean_metrics([r["test"] for r in results])
+        ensemble_mean = mean_metrics([e["test"] for e in ensemble["repeats"]])
         several = len(_folds(config.data)) > 1
         metrics = {
             "experiment": config.name,
