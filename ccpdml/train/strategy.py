@@ -12,7 +12,10 @@ def make_strategy(distribute) -> tf.distribute.Strategy:
 
     - `default`: the current (no-op) strategy: one device, whatever TensorFlow picks.
     - `one_device`: `OneDeviceStrategy(devices[0] or "/cpu:0")`.
-    - `mirrored`: `MirroredStrategy(devices)`: every local GPU (or the given devices).
+    - `mirrored`: `MirroredStrategy(devices)`: every local GPU (or the given devices). Replicas
+      on CPUs (logical CPU devices, hosts without a GPU) reduce with `ReductionToOneDevice`:
+      TensorFlow's default collective implementation clashes with the collective instances of
+      another MirroredStrategy created earlier in the same process (e.g. two runs in a notebook).
     - `multi_worker`: `MultiWorkerMirroredStrategy`, cluster from the `TF_CONFIG` environment variable.
     - `tpu`: `TPUStrategy` on the TPU named by `distribute.tpu` (empty = the local / Colab TPU).
     """
@@ -23,7 +26,13 @@ def make_strategy(distribute) -> tf.distribute.Strategy:
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0] if devices else "/cpu:0")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=devices)
+        on_cpu = (
+            all("cpu" in d.lower() for d in devices)
+            if devices
+            else not tf.config.list_logical_devices("GPU")
+        )
+        ops = tf.distribute.ReductionToOneDevice() if on_cpu else None
+        return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=ops)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
