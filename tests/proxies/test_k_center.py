@@ -1,7 +1,5 @@
 """greedy_k_center against a per-class numpy loop (METHOD §3.4)."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -77,12 +75,15 @@ def test_rejects_bad_shapes():
 
 
 @pytest.mark.slow
-def test_sop_scale_is_fast():
+def test_sop_scale_matches_reference_on_sampled_classes():
+    """The full SOP-sized batch (11,318 classes × 7 candidates × 128-D) runs in one call and each
+    class's picks are its own (batched over classes without mixing). Speed is measured by
+    `bench/bench_reinit.py` (`make bench`), not asserted here."""
     rng = np.random.default_rng(2)
-    pool = rng.normal(size=(11318, 7, 128)).astype("float32")
-    initial = rng.normal(size=(11318, 4, 128)).astype("float32")
-    greedy_k_center(pool[:10], initial[:10], 4)  # warm-up
-    start = time.perf_counter()
+    # integer coordinates keep the squared distances exact, so argmax ties compare exactly
+    pool = rng.integers(-4, 5, size=(11318, 7, 128)).astype("float32")
+    initial = rng.integers(-4, 5, size=(11318, 4, 128)).astype("float32")
     out = np.asarray(greedy_k_center(pool, initial, 4))
     assert out.shape == (11318, 4, 128)
-    assert time.perf_counter() - start < 3.0  # measured ≈ 0.3 s on 2 shared CPU cores
+    sample = rng.choice(11318, size=25, replace=False)
+    np.testing.assert_array_equal(out[sample], _reference(pool[sample], initial[sample], 4))
