@@ -399,8 +399,9 @@ NOTES = [
     "Item 1 without XLA is not met on this CPU (1.06-1.09 on a quiet machine): the CCP step does "
     "real extra work, a second loss matrix [N, C·K], decay and Adam on the proxy bank, and the "
     "proximal term λ/2·Σ‖w − w*‖² over every network weight with its gradient. Profiled "
-    "separately, the proximal term's forward + backward is about 19 ms of the ≈ 67 ms extra per "
-    "BN-Inception step at 96 px (a custom gradient cuts it to 13 ms, not enough to reach 1.05). "
+    "separately, the proximal term's forward + backward took about 19 ms of the ≈ 67 ms extra per "
+    "BN-Inception step at 96 px with autodiff; CCPLoss now writes its gradient out (≈ 13 ms), "
+    "which brought the BN-Inception ratio from 1.085 to 1.067 side by side, not to 1.05. "
     "With XLA these element-wise passes are fused and the ratio is ≈ 1.0, but XLA makes every "
     "step slower on this CPU (item 6). The paper's 1.08 is a GPU figure.",
     "Item 1: the proximal term is active (λ = 2e-4) and the proxy term uses a ProxyBank of C "
