@@ -6,22 +6,8 @@ from keras import ops
 
 from ccpdml.layers.cross_batch_memory import CrossBatchMemory
 from ccpdml.layers.proxy_bank import ProxyBank
+from ccpdml.layers.traversal import all_sublayers
 from ccpdml.losses.base import CrossReplicaLoss
-
-
-def _sublayers(layer):
-    """`layer` and all nested layers, each once."""
-    seen, stack, out = set(), [layer], []
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        out.append(current)
-        stack.extend(getattr(current, "layers", None) or [])
-        stack.extend(v for v in vars(current).values() if isinstance(v, keras.layers.Layer))
-    return out
-
 
 # Layers whose variables are not network weights (no proximal term on them).
 _NON_NETWORK_LAYER_TYPES = (ProxyBank, CrossBatchMemory)
@@ -126,7 +112,7 @@ class CCPLoss(CrossReplicaLoss):
         if self._model is model:
             return
         if self.proxy_bank is None:
-            banks = [layer for layer in _sublayers(model) if isinstance(layer, ProxyBank)]
+            banks = [layer for layer in all_sublayers(model) if isinstance(layer, ProxyBank)]
             if len(banks) != 1:
                 raise ValueError(
                     f"CCPLoss has no proxy_bank and the model holds {len(banks)} ProxyBank "
@@ -135,7 +121,7 @@ class CCPLoss(CrossReplicaLoss):
             self.proxy_bank = banks[0]
         excluded = [
             w
-            for layer in _sublayers(model)
+            for layer in all_sublayers(model)
             for w in layer.weights
             if isinstance(layer, _NON_NETWORK_LAYER_TYPES)
         ]

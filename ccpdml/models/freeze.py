@@ -2,11 +2,7 @@
 
 import keras
 
-
-def _walk(layer):
-    yield layer
-    for sub in getattr(layer, "layers", ()):
-        yield from _walk(sub)
+from ccpdml.layers.traversal import all_sublayers
 
 
 def freeze_batchnorm(model):
@@ -23,7 +19,7 @@ def freeze_batchnorm(model):
         The number of BatchNormalization layers frozen.
     """
     count = 0
-    for layer in _walk(model):
+    for layer in all_sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
             count += 1

@@ -3,19 +3,7 @@
 import keras
 from keras import ops
 
-
-def _all_layers(layer):
-    """`layer` and every nested sub-layer, each once (depth first)."""
-    seen, stack, out = set(), [layer], []
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        out.append(current)
-        stack.extend(reversed(getattr(current, "layers", None) or []))
-        stack.extend(v for v in vars(current).values() if isinstance(v, keras.layers.Layer))
-    return out
+from ccpdml.layers.traversal import all_sublayers
 
 
 def batchnorm_variables(model):
@@ -24,7 +12,7 @@ def batchnorm_variables(model):
     Selected by layer type (not by name), as needed for `DMLAdam(exclude_from_decay=...)`.
     """
     found = []
-    for layer in _all_layers(model):
+    for layer in all_sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             found.extend(v for v in layer.weights if not any(v is f for f in found))
     return found

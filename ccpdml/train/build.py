@@ -15,7 +15,7 @@ import keras
 from ccpdml import losses as losses_lib
 from ccpdml.layers import CrossBatchMemory, ProxyBank
 from ccpdml.models import build_embedding_model
-from ccpdml.optimizers import DMLAdam
+from ccpdml.optimizers import DMLAdam, batchnorm_variables
 
 # Losses whose own proxies live in a ProxyBank (METHOD §2.5-§2.7).
 PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "soft_triple")
@@ -123,17 +123,6 @@ def build_model(
     else:
         loss = _make_base_loss(loss_cfg, proxy_bank, cross_replica_pairs)
     return BuiltModel(model, embedder, loss, proxy_bank, memory, ccp_loss)
-
-
-def batchnorm_variables(model: keras.Model) -> list:
-    """Variables of every BatchNormalization layer (excluded from weight decay, METHOD §3.6)."""
-    found, stack = [], list(model.layers)
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.extend(layer.weights)
-        stack.extend(getattr(layer, "layers", []))
-    return found
 
 
 def build_optimizer(opt_cfg, built: BuiltModel, proxy_lr_multiplier: float = 1.0) -> DMLAdam:

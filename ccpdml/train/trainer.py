@@ -19,6 +19,7 @@ import tensorflow as tf
 import data_pipelines
 from ccpdml.callbacks import CCPCallback, RetrievalValidation
 from ccpdml.distribute import fit_multi_worker
+from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.checks import check_classes, check_resumed_config, explain_data_error
@@ -55,12 +56,7 @@ def _freeze_backbone(embedder: keras.Model, frozen: bool, freeze_bn: bool) -> No
             continue
         layer.trainable = not frozen
         if not frozen and freeze_bn:
-            stack = [layer]
-            while stack:
-                sub = stack.pop()
-                if isinstance(sub, keras.layers.BatchNormalization):
-                    sub.trainable = False
-                stack.extend(getattr(sub, "layers", []))
+            freeze_batchnorm(layer)
 
 
 def _fit(distribute_cfg, model, dataset, **kwargs) -> None:
@@ -330,8 +326,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         raise
                     raise clear from exc
                 results.append(result)
-        sample = next(iter(data_pipelines.samplers.eval_batches(data.test, preprocess, 1)))[0]
-        input_shape = tuple(sample.shape[1:])
+        test_batches = data_pipelines.samplers.eval_batches(data.test, preprocess, 1, cache=False)
+        input_shape = tuple(test_batches.element_spec[0].shape[1:])
         ensemble = evaluate_ensemble(config, run, data, results, input_shape)
         folds_mean = mean_metrics([r["test"] for r in results])
         ensemble_mean = mean_metrics([e["test"] for e in ensemble["repeats"]])
