@@ -268,7 +268,8 @@ def prepared_builder(builder_cls, data_dir=None, manual_dir=None):
             raise FileNotFoundError(
                 f"{builder_cls.DISPLAY_NAME} is not prepared in {builder.data_dir_root}. Prepare "
                 f"it once with `python -m ccpdml prepare {builder_cls.SHORT_NAME} --manual-dir "
-                "DIR --data-dir DATA_DIR`, or pass manual_dir=... to the loader."
+                "DIR --data-dir DATA_DIR` and train with `--set data.data_dir=DATA_DIR` (or pass "
+                "manual_dir=... to the loader)."
             )
         prepare_builder(builder_cls, manual_dir, data_dir, progress=True)
         builder = builder_cls(data_dir=None if data_dir is None else os.fspath(data_dir))
