@@ -7,21 +7,16 @@ and validates values. `ExperimentConfig.from_dict` builds the whole tree.
 
 from dataclasses import dataclass, field
 
+import data_pipelines
 from ccpdml.config.base import ConfigError, Section, check, choice, positive
+from ccpdml.losses import LOSSES, PROXY_LOSSES
+from ccpdml.models.embedding_head import POOLINGS
 
-DATASETS = ("digit_pairs", "cub200", "cars196", "sop", "inshop")
-PREPROCESSINGS = ("caffe_bgr", "resnet", "digits")
-POOLINGS = ("avg", "max", "avg+max")
-LOSS_NAMES = (
-    "contrastive",
-    "similarity_contrastive",
-    "triplet",
-    "multi_similarity",
-    "proxy_anchor",
-    "proxy_nca",
-    "soft_triple",
-)
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "soft_triple")
+# The registries are the one source of the names a config may use.
+DATASETS = tuple(data_pipelines.DATASETS)
+PREPROCESSINGS = tuple(data_pipelines.preprocessing.PREPROCESSINGS)
+# "xbm" wraps a base loss and is selected by the `loss.xbm` section, not by `loss.name`.
+LOSS_NAMES = tuple(name for name in LOSSES if name != "xbm")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 

@@ -22,6 +22,9 @@ LOSSES = {
     "xbm": XBMLoss,
 }
 
+# Losses that own class proxies (a ProxyBank) themselves (METHOD §2.5-§2.7).
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "soft_triple")
+
 
 def get(name, **params):
     """Instantiate the loss registered as `name` with `params` (names: the keys of `LOSSES`)."""
@@ -32,6 +35,7 @@ def get(name, **params):
 
 __all__ = [
     "LOSSES",
+    "PROXY_LOSSES",
     "CCPLoss",
     "ContrastiveLoss",
     "MetricLoss",

@@ -17,9 +17,6 @@ from ccpdml.layers import CrossBatchMemory, ProxyBank
 from ccpdml.models import build_embedding_model
 from ccpdml.optimizers import DMLAdam, batchnorm_variables
 
-# Losses whose own proxies live in a ProxyBank (METHOD §2.5-§2.7).
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "soft_triple")
-
 
 @dataclasses.dataclass
 class BuiltModel:
@@ -48,7 +45,7 @@ def _make_base_loss(loss_cfg, proxy_bank=None, cross_replica_pairs=True):
             f"loss.params has unknown key(s) {unknown} for loss {name!r}; valid keys: "
             f"{', '.join(sorted(accepted - {'proxy_bank', 'name', 'reduction', 'dtype'}))}"
         )
-    if proxy_bank is not None and name in PROXY_LOSSES:
+    if proxy_bank is not None and name in losses_lib.PROXY_LOSSES:
         params["proxy_bank"] = proxy_bank
     return cls(**params, cross_replica_pairs=cross_replica_pairs)
 
@@ -59,7 +56,7 @@ def proxies_per_class(loss_cfg) -> int:
         return int(loss_cfg.ccp.proxies_per_class)
     if loss_cfg.name == "soft_triple":
         return int((loss_cfg.params or {}).get("centers_per_class", 10))
-    if loss_cfg.name in PROXY_LOSSES:
+    if loss_cfg.name in losses_lib.PROXY_LOSSES:
         return int(loss_cfg.proxies_per_class)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+from ccpdml.config.schema import STRATEGIES
 
 
 def make_strategy(distribute) -> tf.distribute.Strategy:
