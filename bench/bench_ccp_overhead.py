@@ -4,14 +4,21 @@ Builds the same embedding model (`build_embedding_model(backbone, ...)`, D = 128
 times: {plain `ContrastiveLoss()`, `CCPLoss(ContrastiveLoss(), ProxyBank(C, K))` + `bind`} ×
 {jit_compile False, True}, each compiled with `DMLAdam`. One training step = `train_on_batch` on a
 fixed synthetic batch of 32 = 8 classes × 4 samples. The proximal term is active (λ = 2e-4, as in
-every problem instance after the first). The four variants are interleaved within each round (the
-order rotates every round) so that load changes of the shared machine hit all of them alike; a
-round times `--steps` steps per variant, after one untimed warm-up round. Reported: median s/step
-per variant, and the CCP/plain ratio as the median over rounds of the per-round ratio.
+every problem instance after the first); `--ablate-proximal` adds a CCP variant without it
+(`regularization=0`, without XLA only), which splits the overhead into the proxy term and the
+proximal term. The variants are interleaved within each round, in forward order in even rounds and
+reversed in odd ones (ABCD, DCBA, ...), so that plain and CCP always run next to each other and a
+linear drift of the shared machine's speed cancels over two rounds; a round times `--steps` steps
+per variant, after one untimed warm-up round. Short rounds (one step for BN-Inception) keep the two
+sides of each ratio seconds apart: this VM's speed wanders by ±10 % over tens of seconds (rounds of
+3 steps with a rotating order gave per-round ratios from 0.88 to 1.20 for the same code). Reported:
+median s/step per variant, and the CCP/plain ratio as the median over rounds of the per-round
+ratio, with its interquartile range.
 
 Usage:
     python bench/bench_ccp_overhead.py --backbone small_cnn --input-size 32 [--json OUT]
-    python bench/bench_ccp_overhead.py --backbone bn_inception --input-size 96 [--json OUT]
+    python bench/bench_ccp_overhead.py --backbone bn_inception --input-size 96 --steps 1
+    python bench/bench_ccp_overhead.py --backbone bn_inception --input-size 227 --jit off
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 from _common import REPO, argument_parser, write_json
 
 
-def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed):
+def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed, proximal=True):
     import keras
 
     from ccpdml.layers import ProxyBank
@@ -39,7 +46,7 @@ def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed
         bank = ProxyBank(num_classes, proxies_per_class, name="proxy_bank")
         inputs = keras.Input(shape=input_shape, name="images")
         model = keras.Model(inputs, bank(net(inputs)), name="ccp_model")
-        loss = CCPLoss(ContrastiveLoss(), bank)
+        loss = CCPLoss(ContrastiveLoss(), bank, regularization=2e-4 if proximal else 0.0)
         loss.bind(model)
         loss.ccp_lambda.assign(loss.lambda_for_instance(1))
     else:
@@ -53,6 +60,14 @@ def _time_steps(model, x, y, steps):
     for _ in range(steps):
         model.train_on_batch(x, y)
     return (time.perf_counter() - start) / steps
+
+
+def _quartiles(values):
+    """(first, third) quartile of `values` (inclusive method; both = the value if only one)."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return [q[0], q[2]]
 
 
 def run(args):
@@ -71,9 +86,14 @@ def run(args):
 
     variants = {}
     errors = {}
+    kinds = [("plain", False, True), ("ccp", True, True)]
+    if args.ablate_proximal:  # first, so that plain runs next to both CCP variants
+        kinds.insert(0, ("ccp_noprox", True, False))
     for jit in [False, True] if args.jit == "both" else [args.jit == "on"]:
-        for ccp in (False, True):
-            name = f"{'ccp' if ccp else 'plain'}_{'xla' if jit else 'noxla'}"
+        for kind, ccp, proximal in kinds:
+            if jit and not proximal:
+                continue
+            name = f"{kind}_{'xla' if jit else 'noxla'}"
             try:
                 model = _build(
                     args.backbone,
@@ -83,6 +103,7 @@ def run(args):
                     ccp,
                     jit,
                     seed=1,
+                    proximal=proximal,
                 )
                 start = time.perf_counter()
                 model.train_on_batch(x, y)  # trace + compile
@@ -94,7 +115,7 @@ def run(args):
     for name in names:  # one untimed warm-up round
         _time_steps(variants[name]["model"], x, y, args.steps)
     for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             v = variants[name]
             v["times"].append(_time_steps(v["model"], x, y, args.steps))
@@ -130,7 +151,13 @@ def run(args):
             ratios = [b / a for a, b in zip(p["times"], c["times"])]
             out[f"ccp_over_plain_{tag}"] = statistics.median(ratios)
             out[f"ccp_over_plain_{tag}_all"] = ratios
-    for kind in ("plain", "ccp"):
+            out[f"ccp_over_plain_{tag}_iqr"] = _quartiles(ratios)
+        n = variants.get(f"ccp_noprox_{tag}")
+        if p and n:
+            ratios = [b / a for a, b in zip(p["times"], n["times"])]
+            out[f"ccp_noprox_over_plain_{tag}"] = statistics.median(ratios)
+            out[f"ccp_noprox_over_plain_{tag}_iqr"] = _quartiles(ratios)
+    for kind in ("plain", "ccp", "ccp_noprox"):
         a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
         if a and b:
             ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
@@ -150,6 +177,11 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     parser.add_argument("--jit", choices=["both", "on", "off"], default="both")
+    parser.add_argument(
+        "--ablate-proximal",
+        action="store_true",
+        help="also time CCP without the proximal term (regularization=0): the proxy term's share",
+    )
     args = parser.parse_args(argv)
     out = run(args)
     summary = {k: v for k, v in out.items() if not k.endswith("_all") and k != "variants"}

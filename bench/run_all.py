@@ -31,15 +31,23 @@ REPO = os.path.dirname(BENCH)
 JOBS = {
     "ccp_overhead_small_cnn": (
         "bench_ccp_overhead.py",
-        ["--backbone", "small_cnn", "--input-size", "32", "--rounds", "15", "--steps", "10"],
+        ["--backbone", "small_cnn", "--input-size", "32", "--rounds", "60", "--steps", "5"],
         1,
         300,
     ),
     "ccp_overhead_bn_inception": (
         "bench_ccp_overhead.py",
-        ["--backbone", "bn_inception", "--input-size", "96", "--rounds", "8", "--steps", "3"],
+        ["--backbone", "bn_inception", "--input-size", "96", "--rounds", "40", "--steps", "1"]
+        + ["--ablate-proximal"],
         1,
         900,
+    ),
+    "ccp_overhead_bn_inception_227": (
+        "bench_ccp_overhead.py",
+        ["--backbone", "bn_inception", "--input-size", "227", "--rounds", "12", "--steps", "1"]
+        + ["--jit", "off", "--ablate-proximal"],
+        1,
+        600,
     ),
     "proxy_losses": ("bench_proxy_losses.py", ["--repeats", "5"], 1, 300),
     "reinit": (
@@ -54,6 +62,7 @@ JOBS = {
 QUICK_ARGS = {  # --quick: a smoke run of the runner itself (figures are not meaningful)
     "ccp_overhead_small_cnn": ["--rounds", "1", "--steps", "2", "--jit", "off"],
     "ccp_overhead_bn_inception": ["--rounds", "1", "--steps", "1", "--jit", "off"],
+    "ccp_overhead_bn_inception_227": ["--rounds", "1", "--steps", "1", "--input-size", "64"],
     "proxy_losses": ["--repeats", "1", "--losses", "contrastive"],
     "reinit": ["--repeats", "1", "--embed-repeats", "1", "--backbones", "small_cnn:32"],
     "evaluation": ["--n", "2000", "--classes", "400"],
@@ -163,10 +172,24 @@ def _absent(jobs, key, item, figure):
     return _row(item, figure, job.get("status", "not run"), "-", None, note)
 
 
-def _spread(ratios):
+def _spread(ratios, iqr):
     if not ratios:
         return ""
-    return f"; per-round ratios {min(ratios):.2f}-{max(ratios):.2f} (spread over rounds)"
+    text = f"; per-round ratios {min(ratios):.2f}-{max(ratios):.2f}"
+    if iqr:
+        text += f", interquartile {iqr[0]:.3f}-{iqr[1]:.3f}"
+    return text
+
+
+def _ablation(res, tag):
+    ratio = res.get(f"ccp_noprox_over_plain_{tag}")
+    if ratio is None:
+        return ""
+    q1, q3 = res[f"ccp_noprox_over_plain_{tag}_iqr"]
+    return (
+        f"; CCP without the proximal term (regularization=0): {ratio:.3f} "
+        f"(interquartile {q1:.3f}-{q3:.3f})"
+    )
 
 
 def figures(jobs):
@@ -175,6 +198,7 @@ def figures(jobs):
     for key, label in (
         ("ccp_overhead_small_cnn", "small CNN"),
         ("ccp_overhead_bn_inception", "BN-Inception"),
+        ("ccp_overhead_bn_inception_227", "BN-Inception"),
     ):
         res = jobs.get(key, {}).get("result")
         if not res:
@@ -185,7 +209,7 @@ def figures(jobs):
         setup = (
             f"batch {res['batch']} ({res['classes_per_batch']}×{res['samples_per_class']}), "
             f"C={res['num_classes']}, K={res['proxies_per_class']}, input {shape}, median of "
-            f"{res['rounds']} ABAB rounds × {res['steps_per_round']} steps"
+            f"{res['rounds']} rounds (ABCD, DCBA, ...) × {res['steps_per_round']} steps"
         )
         for tag, xla in (("noxla", "no XLA"), ("xla", "XLA")):
             ratio = res.get(f"ccp_over_plain_{tag}")
@@ -200,7 +224,12 @@ def figures(jobs):
                     f"{1000 * p['s_per_step_median']:.1f} ms/step)",
                     "≤ 1.05 (paper: 1.08)",
                     ratio <= 1.05,
-                    setup + _spread(res.get(f"ccp_over_plain_{tag}_all")),
+                    setup
+                    + _spread(
+                        res.get(f"ccp_over_plain_{tag}_all"),
+                        res.get(f"ccp_over_plain_{tag}_iqr"),
+                    )
+                    + _ablation(res, tag),
                 )
             )
         for kind in ("plain", "ccp"):

@@ -13,21 +13,26 @@ from ccpdml.losses.base import CrossReplicaLoss
 _NON_NETWORK_LAYER_TYPES = (ProxyBank, CrossBatchMemory)
 
 
-@ops.custom_gradient
-def _half_squared_distance(w, anchor, lam):
-    """λ/2·‖w − w*‖² with the gradient λ(w − w*) written out (w* and λ get none).
+@tf.custom_gradient
+def _proximal_value(lam, *weights_and_anchors):
+    """λ/2·Σᵢ‖wᵢ − wᵢ*‖² with the gradient λ(wᵢ − wᵢ*) written out (w* and λ get none).
 
-    Autodiff of the same expression runs several element-wise passes over every weight per step
-    (broadcast, ×2, ×λ/2); the explicit gradient reuses `w − w*`, which makes the proximal term
-    about a third cheaper on BN-Inception (bench/bench_ccp_overhead.py).
+    `weights_and_anchors` is w₁…wₙ followed by w₁*…wₙ*. One op per weight for the value (the
+    fused `L2Loss` = ½‖·‖² of the stored difference), one `AddN` for the sum and one multiply per
+    weight for the gradient. Autodiff of the naive expression runs several more element-wise
+    passes over every weight per step (square, sum, broadcast, ×2, ×λ/2); on BN-Inception's 10.4M
+    weights these passes are memory-bound and were most of the CCP step overhead
+    (bench/bench_ccp_overhead.py).
     """
-    diff = w - anchor
+    n = len(weights_and_anchors) // 2
+    diffs = [w - a for w, a in zip(weights_and_anchors[:n], weights_and_anchors[n:])]
+    value = lam * tf.add_n([tf.nn.l2_loss(d) for d in diffs])
 
-    def grad(*args, upstream=None):
-        upstream = args[0] if upstream is None else upstream
-        return upstream * lam * diff, None, None
+    def grad(upstream):
+        scale = upstream * lam
+        return (None, *[scale * d for d in diffs], *[None] * n)
 
-    return 0.5 * lam * ops.sum(ops.square(diff)), grad
+    return value, grad
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
@@ -50,7 +55,8 @@ class CCPLoss(CrossReplicaLoss):
         proxy_bank: the model's `ProxyBank` (default None: found in the model by `bind`).
         in_batch_weight: weight of the in-batch term (default 0.1, `loss_weight`).
         proxy_weight: weight of the proxy term (default 1.0, `ccp_weight`).
-        regularization: λ₀ of the proximal term (default 2e-4).
+        regularization: λ₀ of the proximal term (default 2e-4). 0 switches the term off: it
+            is then not computed at all (no per-step cost), whatever `ccp_lambda` holds.
         decay: λ_k = λ₀·decay^k for problem instance k ≥ 1 (default 1.0).
         cross_replica_pairs: under a multi-replica strategy, compute all three terms on the
             all-gathered global batch and return L/R per replica, which makes training equal
@@ -154,13 +160,13 @@ class CCPLoss(CrossReplicaLoss):
                 "CCPLoss is not bound to a model: call `ccp_loss.bind(model)` before training "
                 "(CCPCallback does it in set_model; the trainer before compile)."
             )
-        lam = ops.cast(self.ccp_lambda, self.dtype)
-        total = ops.convert_to_tensor(0.0, dtype=self.dtype)
-        for w, anchor in zip(self.network_variables, self.anchors):
-            total = total + _half_squared_distance(
-                ops.cast(w, self.dtype), ops.cast(anchor, self.dtype), lam
-            )
-        return total
+        if not self.network_variables or self.regularization == 0.0:
+            return ops.convert_to_tensor(0.0, dtype=self.dtype)
+        return _proximal_value(
+            ops.cast(self.ccp_lambda, self.dtype),
+            *[ops.cast(w, self.dtype) for w in self.network_variables],
+            *[ops.cast(a, self.dtype) for a in self.anchors],
+        )
 
     def components(self, y_true, y_pred):
         """The three terms, unweighted: {"in_batch", "proxy", "proximal"} (for logging/tests)."""

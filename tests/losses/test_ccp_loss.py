@@ -106,3 +106,27 @@ def test_unbound_raises_and_config_round_trip():
     assert orphan.proxy_bank is bank
     assert orphan.lambda_for_instance(0) == 0.0
     assert orphan.lambda_for_instance(2) == pytest.approx(2e-4 * 0.25)
+
+
+def test_proximal_term_is_zero_without_network_weights_and_graph_safe():
+    # A model whose only trainable variables are the proxies: the proximal sum is empty.
+    inputs = keras.Input((4,))
+    bank = ProxyBank(3, proxies_per_class=2)
+    model = keras.Model(inputs, bank(inputs))
+    loss = CCPLoss(ContrastiveLoss(), bank)
+    loss.bind(model)
+    loss.ccp_lambda.assign(0.5)
+    assert loss.network_variables == [] and float(loss.proximal_term()) == 0.0
+    # With weights, the value inside a tf.function equals the eager one (one custom-gradient op).
+    _, _, bound = _bound(lam=0.3)
+    eager = float(bound.proximal_term())
+    assert eager > 0
+    np.testing.assert_allclose(float(tf.function(bound.proximal_term)()), eager, rtol=1e-6)
+    # regularization=0 switches the term off, even if λ is set by hand.
+    model, bank = _model()
+    off = CCPLoss(ContrastiveLoss(), bank, regularization=0.0)
+    off.bind(model)
+    off.ccp_lambda.assign(0.5)
+    for a in off.anchors:
+        a.assign(a.numpy() + 1.0)
+    assert off.lambda_for_instance(3) == 0.0 and float(off.proximal_term()) == 0.0
