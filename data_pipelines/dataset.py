@@ -58,9 +58,12 @@ class Split:
         kind: one of "paths", "encoded", "pixels"; inferred from `source` when None (default).
         rows: int array [n] of source indices of the rows; default `arange(len(labels))`.
         name: free-form name used in messages and reprs (default "").
+        origins: optional str array [N], one per source item, naming where it came from (for an
+            encoded benchmark: the image's file name in the official archive); used by error
+            messages (default None).
     """
 
-    def __init__(self, labels, source, kind=None, rows=None, name=""):
+    def __init__(self, labels, source, kind=None, rows=None, name="", origins=None):
         source = np.asarray(source) if not isinstance(source, np.ndarray) else source
         kind = kind or _infer_kind(source)
         if kind not in SOURCE_KINDS:
@@ -80,9 +83,17 @@ class Split:
             raise ValueError(f"{len(self.labels)} labels for {len(self.rows)} rows; need one each.")
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(source)):
             raise ValueError(f"rows must index the source of {len(source)} items.")
+        if origins is not None:
+            origins = np.asarray(origins, dtype=np.str_).reshape(-1)
+            if len(origins) != len(source):
+                raise ValueError(
+                    f"origins names {len(origins)} items but the source has {len(source)}; "
+                    "give one origin per source item."
+                )
         self.source = source
         self.kind = kind
         self.name = name
+        self.origins = origins
         self.num_classes = int(len(np.unique(self.labels)))
         self._tensors = None
         self._shared = {}
@@ -93,11 +104,11 @@ class Split:
         return cls(labels, np.asarray(paths, dtype=np.str_), kind="paths", name=name)
 
     @classmethod
-    def from_encoded(cls, data, labels, name=""):
-        """Split over in-memory encoded images (sequence of bytes objects)."""
+    def from_encoded(cls, data, labels, name="", origins=None):
+        """Split over in-memory encoded images (sequence of bytes objects; see `origins`)."""
         arr = np.empty(len(data), dtype=object)
         arr[:] = list(data)
-        return cls(labels, arr, kind="encoded", name=name)
+        return cls(labels, arr, kind="encoded", name=name, origins=origins)
 
     @classmethod
     def from_pixels(cls, pixels, labels, name=""):
@@ -186,9 +197,14 @@ class Split:
         return np.asarray([i for i in range(len(self)) if i not in good], np.int64)
 
     def describe_row(self, index):
-        """Human-readable origin of row `index`: the file path, or the encoded item number."""
+        """Human-readable origin of row `index`: the file path, else the origin and item number."""
         item = int(self.rows[index])
-        where = str(self.source[item]) if self.kind == "paths" else f"{self.kind} item {item}"
+        if self.kind == "paths":
+            where = str(self.source[item])
+        elif self.origins is not None:
+            where = f"{self.origins[item]} ({self.kind} item {item})"
+        else:
+            where = f"{self.kind} item {item}"
         return (
             f"{where} (row {int(index)} of {self.name or 'the split'}, label {self.labels[index]})"
         )
@@ -211,6 +227,7 @@ class Split:
             kind=self.kind,
             rows=self.rows[indices],
             name=self.name if name is None else name,
+            origins=self.origins,
         )
         split._shared = self._shared
         return split

@@ -2,9 +2,9 @@
 
 from data_pipelines.builders.cars196 import Cars196, load_cars196
 from data_pipelines.builders.cli import BUILDERS, prepare, prepare_main
-from data_pipelines.builders.common import ManualDataError, MissingManualFilesError
 from data_pipelines.builders.cub200 import Cub200, load_cub200
 from data_pipelines.builders.inshop import InShop, load_inshop
+from data_pipelines.builders.manual_files import ManualDataError, MissingManualFilesError
 from data_pipelines.builders.sop import Sop, load_sop
 
 __all__ = [

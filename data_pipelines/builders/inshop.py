@@ -149,13 +149,15 @@ def load_inshop(data_dir=None, manual_dir=None) -> DMLData:
         DMLData (train labels 0-3996; test labels = item ids; METHOD §5.5).
     """
     builder = common.prepared_builder(InShop, data_dir, manual_dir)
-    train = Split.from_encoded(*common.collect_split(builder, "train"), name="inshop/train")
-    query_images, query_labels = common.collect_split(builder, "query")
-    gallery_images, gallery_labels = common.collect_split(builder, "gallery")
+    images, labels, names = common.collect_split(builder, "train")
+    train = Split.from_encoded(images, labels, name="inshop/train", origins=names)
+    query_images, query_labels, query_names = common.collect_split(builder, "query")
+    gallery_images, gallery_labels, gallery_names = common.collect_split(builder, "gallery")
     test = Split.from_encoded(
         np.concatenate([query_images, gallery_images]),
         np.concatenate([query_labels, gallery_labels]),
         name="inshop/test",
+        origins=np.concatenate([query_names, gallery_names]),
     )
     return DMLData(
         "inshop",

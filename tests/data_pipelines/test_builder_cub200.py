@@ -61,6 +61,12 @@ def test_loaded_labels_bytes_and_order(fake):
     assert [bytes(b) for b in data.test.source] == [r[4] for r in test]
     image = next(iter(data.test.images())).numpy()
     assert image.shape == (4, 6, 3) and image.dtype == np.uint8
+    # The archive's file names travel with the rows (also into subsets such as folds), so an
+    # undecodable image is reported by its file name.
+    assert list(data.train.origins) == [r[1] for r in train]
+    subset = data.test.subset([3, 1], name="cub200/some")
+    assert subset.describe_row(0).startswith(f"{test[3][1]} (encoded item 3)")
+    assert "row 1 of cub200/some" in subset.describe_row(1)
 
 
 def test_bbox_and_file_name(fake):

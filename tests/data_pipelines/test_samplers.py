@@ -143,3 +143,12 @@ def test_errors():
         samplers.one_per_class(_split([1, 1]), preprocess=lambda x: x)
     with pytest.raises(ValueError, match=">= 1"):
         samplers.m_per_class(_split([1, 1]), 0, 4, Identity())
+
+
+def test_split_origins_must_name_every_source_item():
+    encoded = [b"a", b"b", b"c"]
+    with pytest.raises(ValueError, match="origins names 2 items but the source has 3"):
+        Split.from_encoded(encoded, [0, 1, 1], origins=["x.jpg", "y.jpg"])
+    split = Split.from_encoded(encoded, [0, 1, 1], name="s", origins=["x.jpg", "y.jpg", "z.jpg"])
+    assert split.describe_row(2) == "z.jpg (encoded item 2) (row 2 of s, label 1)"
+    assert Split.from_encoded(encoded, [0, 1, 1]).describe_row(0).startswith("encoded item 0 ")
