@@ -7,19 +7,18 @@ from keras import ops
 @ops.custom_gradient
 def _ball_normalize(x):
     norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-    # Strict test ‖v‖ > 1 as the original; rows inside the ball are returned unchanged.
+    # Strict test ‖v‖ > 1 as the original; rows inside the ball are returned unchanged, which
+    # dividing them by exactly 1 does bit for bit (no select over the whole tensor).
     outside = ops.greater(norm, 1.0)
     safe_norm = ops.where(outside, norm, ops.ones_like(norm))
-    unit = x / safe_norm
-    y = ops.where(outside, unit, x)
+    y = x / safe_norm
 
     def grad(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        # Normalised rows: (g - <v̂, g> v̂) / ‖v‖; untouched rows: g.
-        radial = ops.sum(unit * upstream, axis=-1, keepdims=True)
-        projected = (upstream - radial * unit) / safe_norm
-        return ops.where(outside, projected, upstream)
+        # Normalised rows: (g − <v̂, g> v̂) / ‖v‖; untouched rows: (g − 0·v)/1 = g exactly.
+        radial = ops.where(outside, ops.sum(y * upstream, axis=-1, keepdims=True), 0.0)
+        return (upstream - radial * y) / safe_norm
 
     return y, grad
 

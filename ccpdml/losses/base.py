@@ -76,9 +76,14 @@ class MetricLoss(CrossReplicaLoss):
         Returns:
             scalar tensor.
         """
-        labels, embeddings, ref_labels, ref_embeddings = self.prepare(
-            labels, embeddings, ref_labels, ref_embeddings
-        )
+        return self.compute_prepared(*self.prepare(labels, embeddings, ref_labels, ref_embeddings))
+
+    def compute_prepared(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+        """`compute` on inputs that already went through `prepare` (no second normalisation).
+
+        Lets a caller that needs several terms of the same batch (`CCPLoss`: in-batch and
+        proxy) normalise it once.
+        """
         matrix = _DISTANCES[self.distance](embeddings, ref_embeddings)
         pos, neg = pair_masks(labels, ref_labels, dtype=matrix.dtype)
         return self.loss_from_matrix(matrix, pos, neg)

@@ -7,7 +7,7 @@ from keras import ops
 from ccpdml.layers.cross_batch_memory import CrossBatchMemory
 from ccpdml.layers.proxy_bank import ProxyBank
 from ccpdml.layers.traversal import all_sublayers
-from ccpdml.losses.base import CrossReplicaLoss
+from ccpdml.losses.base import CrossReplicaLoss, MetricLoss
 
 # Layers whose variables are not network weights (no proximal term on them).
 _NON_NETWORK_LAYER_TYPES = (ProxyBank, CrossBatchMemory)
@@ -172,11 +172,16 @@ class CCPLoss(CrossReplicaLoss):
         """The three terms, unweighted: {"in_batch", "proxy", "proximal"} (for logging/tests)."""
         if self.proxy_bank is None:
             raise RuntimeError("CCPLoss has no proxy_bank: pass it or call bind(model) first.")
-        in_batch = self.base_loss.compute(y_true, y_pred)
-        bank = self.proxy_bank
-        proxy = self.base_loss.compute(
-            y_true, y_pred, ops.convert_to_tensor(bank.proxy_labels), bank.proxies
-        )
+        base, bank = self.base_loss, self.proxy_bank
+        proxy_labels = ops.convert_to_tensor(bank.proxy_labels)
+        if type(base).compute is MetricLoss.compute:
+            # The usual case: normalise the batch once for both terms (same values).
+            labels, emb, ref_labels, refs = base.prepare(y_true, y_pred, proxy_labels, bank.proxies)
+            in_batch = base.compute_prepared(labels, emb)
+            proxy = base.compute_prepared(labels, emb, ref_labels, refs)
+        else:  # a base loss with its own `compute` (e.g. SoftTriple)
+            in_batch = base.compute(y_true, y_pred)
+            proxy = base.compute(y_true, y_pred, proxy_labels, bank.proxies)
         return {"in_batch": in_batch, "proxy": proxy, "proximal": self.proximal_term()}
 
     def call(self, y_true, y_pred):

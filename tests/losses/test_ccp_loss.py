@@ -130,3 +130,26 @@ def test_proximal_term_is_zero_without_network_weights_and_graph_safe():
     for a in off.anchors:
         a.assign(a.numpy() + 1.0)
     assert off.lambda_for_instance(3) == 0.0 and float(off.proximal_term()) == 0.0
+
+
+def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
+    # A base loss that overrides `compute` cannot share the normalised batch: CCPLoss calls its
+    # `compute` once per term (here a contrastive loss doubled), so the override is honoured.
+    class DoubledContrastive(ContrastiveLoss):
+        def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+            return 2.0 * super().compute(labels, embeddings, ref_labels, ref_embeddings)
+
+    model, bank = _model()
+    loss = CCPLoss(DoubledContrastive(), bank)
+    loss.bind(model)
+    emb = np.random.default_rng(4).normal(size=(6, 4)).astype("float32") * 2.0
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    parts = loss.components(labels, emb)
+    proxies, proxy_labels = bank.proxies.numpy(), bank.proxy_labels.numpy()
+    in_batch, proxy = (
+        np_contrastive(labels, emb),
+        np_contrastive(labels, emb, proxy_labels, proxies),
+    )
+    assert in_batch > 0 and proxy > 0
+    np.testing.assert_allclose(float(parts["in_batch"]), 2.0 * in_batch, rtol=1e-5)
+    np.testing.assert_allclose(float(parts["proxy"]), 2.0 * proxy, rtol=1e-5)

@@ -120,3 +120,35 @@ def test_mirrored_strategy_transforms_the_summed_gradient():
     for v, e in zip(variables, expected):
         for replica_value in strategy.experimental_local_results(v.value):
             np.testing.assert_allclose(replica_value.numpy(), e, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_kernel_matches_keras_adam_and_amsgrad_falls_back():
+    """The Adam step is TF's ResourceApplyAdam (the original's op), numerically Keras' Adam."""
+    rng = np.random.default_rng(3)
+    w0, g = _setup(rng)
+    fused_vars = [keras.Variable(w) for w in w0]
+    keras_vars = [keras.Variable(w) for w in w0]
+    fused = DMLAdam(LR, weight_decay_l2=None, clip_global_norm=None, clip_value=None)
+    reference = keras.optimizers.Adam(LR, epsilon=EPS)
+
+    @tf.function
+    def fused_step():
+        fused.apply_gradients(zip([tf.constant(x) for x in g], fused_vars))
+
+    for _ in range(3):
+        fused_step()
+        reference.apply_gradients(zip([tf.constant(x) for x in g], keras_vars))
+    for a, b in zip(fused_vars, keras_vars):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    op_types = {op.type for op in fused_step.get_concrete_function().graph.get_operations()}
+    assert "ResourceApplyAdam" in op_types
+    # AMSGrad has no fused kernel here: Keras' own update, still correct.
+    ams_vars = [keras.Variable(w) for w in w0]
+    ams = DMLAdam(LR, amsgrad=True, weight_decay_l2=None, clip_global_norm=None, clip_value=None)
+    ams_ref_vars = [keras.Variable(w) for w in w0]
+    ams_ref = keras.optimizers.Adam(LR, epsilon=EPS, amsgrad=True)
+    for _ in range(2):
+        ams.apply_gradients(zip([tf.constant(x) for x in g], ams_vars))
+        ams_ref.apply_gradients(zip([tf.constant(x) for x in g], ams_ref_vars))
+    for a, b in zip(ams_vars, ams_ref_vars):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
