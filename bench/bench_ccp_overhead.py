@@ -6,7 +6,8 @@ times: {plain `ContrastiveLoss()`, `CCPLoss(ContrastiveLoss(), ProxyBank(C, K))`
 fixed synthetic batch of 32 = 8 classes × 4 samples. The proximal term is active (λ = 2e-4, as in
 every problem instance after the first); `--ablate-proximal` adds a CCP variant without it
 (`regularization=0`, without XLA only), which splits the overhead into the proxy term and the
-proximal term. The variants are interleaved within each round, in forward order in even rounds and
+proximal term; `--term-metrics` adds CCP with the trainer's per-term running means (the step
+`python -m ccpdml train` runs; without XLA only). The variants are interleaved within each round, in forward order in even rounds and
 reversed in odd ones (ABCD, DCBA, ...), so that plain and CCP always run next to each other and a
 linear drift of the shared machine's speed cancels over two rounds; a round times `--steps` steps
 per variant, after one untimed warm-up round. Short rounds (one step for BN-Inception) keep the two
@@ -32,7 +33,17 @@ import numpy as np
 from _common import REPO, argument_parser, write_json
 
 
-def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed, proximal=True):
+def _build(
+    backbone,
+    input_shape,
+    num_classes,
+    proxies_per_class,
+    ccp,
+    jit,
+    seed,
+    proximal=True,
+    logged=False,
+):
     import keras
 
     from ccpdml.layers import ProxyBank
@@ -51,7 +62,14 @@ def _build(backbone, input_shape, num_classes, proxies_per_class, ccp, jit, seed
         loss.ccp_lambda.assign(loss.lambda_for_instance(1))
     else:
         model, loss = net, ContrastiveLoss()
-    model.compile(optimizer=DMLAdam(learning_rate=1e-5), loss=loss, jit_compile=jit)
+    metrics = None
+    if logged:  # the trainer's per-term running means (ccp_in_batch, ccp_proxy, ccp_proximal)
+        from ccpdml.train.guards import loss_term_metrics
+
+        metrics = loss_term_metrics(loss)
+    model.compile(
+        optimizer=DMLAdam(learning_rate=1e-5), loss=loss, metrics=metrics, jit_compile=jit
+    )
     return model
 
 
@@ -86,12 +104,14 @@ def run(args):
 
     variants = {}
     errors = {}
-    kinds = [("plain", False, True), ("ccp", True, True)]
+    kinds = [("plain", False, True, False), ("ccp", True, True, False)]
     if args.ablate_proximal:  # first, so that plain runs next to both CCP variants
-        kinds.insert(0, ("ccp_noprox", True, False))
+        kinds.insert(0, ("ccp_noprox", True, False, False))
+    if args.term_metrics:
+        kinds.append(("ccp_logged", True, True, True))
     for jit in [False, True] if args.jit == "both" else [args.jit == "on"]:
-        for kind, ccp, proximal in kinds:
-            if jit and not proximal:
+        for kind, ccp, proximal, logged in kinds:
+            if jit and (logged or not proximal):
                 continue
             name = f"{kind}_{'xla' if jit else 'noxla'}"
             try:
@@ -104,6 +124,7 @@ def run(args):
                     jit,
                     seed=1,
                     proximal=proximal,
+                    logged=logged,
                 )
                 start = time.perf_counter()
                 model.train_on_batch(x, y)  # trace + compile
@@ -152,12 +173,13 @@ def run(args):
             out[f"ccp_over_plain_{tag}"] = statistics.median(ratios)
             out[f"ccp_over_plain_{tag}_all"] = ratios
             out[f"ccp_over_plain_{tag}_iqr"] = _quartiles(ratios)
-        n = variants.get(f"ccp_noprox_{tag}")
-        if p and n:
-            ratios = [b / a for a, b in zip(p["times"], n["times"])]
-            out[f"ccp_noprox_over_plain_{tag}"] = statistics.median(ratios)
-            out[f"ccp_noprox_over_plain_{tag}_iqr"] = _quartiles(ratios)
-    for kind in ("plain", "ccp", "ccp_noprox"):
+        for extra in ("ccp_noprox", "ccp_logged"):
+            n = variants.get(f"{extra}_{tag}")
+            if p and n:
+                ratios = [b / a for a, b in zip(p["times"], n["times"])]
+                out[f"{extra}_over_plain_{tag}"] = statistics.median(ratios)
+                out[f"{extra}_over_plain_{tag}_iqr"] = _quartiles(ratios)
+    for kind in ("plain", "ccp", "ccp_noprox", "ccp_logged"):
         a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
         if a and b:
             ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
@@ -181,6 +203,12 @@ def main(argv=None):
         "--ablate-proximal",
         action="store_true",
         help="also time CCP without the proximal term (regularization=0): the proxy term's share",
+    )
+    parser.add_argument(
+        "--term-metrics",
+        action="store_true",
+        help="also time CCP with the trainer's per-term metrics (ccp_in_batch, ccp_proxy, "
+        "ccp_proximal), i.e. the step `python -m ccpdml train` runs",
     )
     args = parser.parse_args(argv)
     out = run(args)

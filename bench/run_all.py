@@ -38,7 +38,7 @@ JOBS = {
     "ccp_overhead_bn_inception": (
         "bench_ccp_overhead.py",
         ["--backbone", "bn_inception", "--input-size", "96", "--rounds", "40", "--steps", "1"]
-        + ["--ablate-proximal"],
+        + ["--ablate-proximal", "--term-metrics"],
         1,
         900,
     ),
@@ -184,14 +184,16 @@ def _spread(ratios, iqr):
 
 
 def _ablation(res, tag):
-    ratio = res.get(f"ccp_noprox_over_plain_{tag}")
-    if ratio is None:
-        return ""
-    q1, q3 = res[f"ccp_noprox_over_plain_{tag}_iqr"]
-    return (
-        f"; CCP without the proximal term (regularization=0): {ratio:.3f} "
-        f"(interquartile {q1:.3f}-{q3:.3f})"
-    )
+    text = ""
+    for key, what in (
+        ("ccp_noprox", "CCP without the proximal term (regularization=0)"),
+        ("ccp_logged", "CCP with the trainer's per-term metrics"),
+    ):
+        ratio = res.get(f"{key}_over_plain_{tag}")
+        if ratio is not None:
+            q1, q3 = res[f"{key}_over_plain_{tag}_iqr"]
+            text += f"; {what}: {ratio:.3f} (interquartile {q1:.3f}-{q3:.3f})"
+    return text
 
 
 def figures(jobs):
@@ -478,6 +480,12 @@ def _overhead_note(jobs):
             f"in isolation, nearly all in its gradient λ(w − w*) (one multiply per weight) and "
             "the AddN that joins it to the network gradient: two memory-bound passes over "
             f"{prox['num_weights'] / 1e6:.1f} M weights, the floor for unfused TF ops."
+        )
+    logged = _get(jobs, "ccp_overhead_bn_inception", "ccp_logged_over_plain_noxla")
+    if logged is not None:
+        text += (
+            " `python -m ccpdml train` also logs each unweighted term for its NaN guard (one more "
+            f"forward pass of each term per step): {logged:.3f}× plain on BN-Inception at 96 px."
         )
     if loss:
         text += (

@@ -179,10 +179,29 @@ class CCPLoss(CrossReplicaLoss):
             labels, emb, ref_labels, refs = base.prepare(y_true, y_pred, proxy_labels, bank.proxies)
             in_batch = base.compute_prepared(labels, emb)
             proxy = base.compute_prepared(labels, emb, ref_labels, refs)
-        else:  # a base loss with its own `compute` (e.g. SoftTriple)
+        else:  # a base loss with its own `compute`
             in_batch = base.compute(y_true, y_pred)
             proxy = base.compute(y_true, y_pred, proxy_labels, bank.proxies)
         return {"in_batch": in_batch, "proxy": proxy, "proximal": self.proximal_term()}
+
+    def term(self, name, y_true, y_pred):
+        """One unweighted term alone, "in_batch", "proxy" or "proximal" (per-term logging).
+
+        Computes only that term, where `components(...)[name]` would compute all three.
+        """
+        if name == "proximal":
+            return self.proximal_term()
+        if name == "in_batch":
+            return self.base_loss.compute(y_true, y_pred)
+        if name == "proxy":
+            if self.proxy_bank is None:
+                raise RuntimeError("CCPLoss has no proxy_bank: pass it or call bind(model) first.")
+            bank = self.proxy_bank
+            proxy_labels = ops.convert_to_tensor(bank.proxy_labels)
+            return self.base_loss.compute(y_true, y_pred, proxy_labels, bank.proxies)
+        raise ValueError(
+            f"Unknown CCP term {name!r}; valid terms: 'in_batch', 'proxy', 'proximal'."
+        )
 
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)

@@ -25,7 +25,7 @@ class NonFiniteLossError(ValueError):
 
 @keras.saving.register_keras_serializable(package="ccpdml")
 class _LossTerm(keras.metrics.Mean):
-    """Running mean of one unweighted CCP term, `ccp_loss.components(y, ŷ)[term]`."""
+    """Running mean of one unweighted CCP term, `ccp_loss.term(term, y, ŷ)` (that term only)."""
 
     def __init__(self, ccp_loss=None, term="in_batch", **kwargs):
         kwargs.setdefault("name", f"ccp_{term}")
@@ -34,7 +34,7 @@ class _LossTerm(keras.metrics.Mean):
         self.term = term
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        value = self.ccp_loss.components(y_true, y_pred)[self.term]
+        value = self.ccp_loss.term(self.term, y_true, y_pred)
         return super().update_state(keras.ops.stop_gradient(value))
 
     def get_config(self):

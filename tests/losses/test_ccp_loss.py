@@ -153,3 +153,14 @@ def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
     assert in_batch > 0 and proxy > 0
     np.testing.assert_allclose(float(parts["in_batch"]), 2.0 * in_batch, rtol=1e-5)
     np.testing.assert_allclose(float(parts["proxy"]), 2.0 * proxy, rtol=1e-5)
+
+
+def test_term_computes_one_term_equal_to_components():
+    model, bank, loss = _bound(lam=0.3)
+    emb = np.random.default_rng(5).normal(size=(6, 4)).astype("float32") * 2.0
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    parts = loss.components(labels, emb)
+    for name in ("in_batch", "proxy", "proximal"):
+        np.testing.assert_allclose(float(loss.term(name, labels, emb)), float(parts[name]), 1e-6)
+    with pytest.raises(ValueError, match="valid terms: 'in_batch', 'proxy', 'proximal'"):
+        loss.term("proxies", labels, emb)
