@@ -510,9 +510,10 @@ OVERHEAD_JOBS = {
 NOTES = [
     "Item 1 noise: this VM's speed wanders by ±10 % within tens of seconds, so each ratio is the "
     "median of per-round ratios of plain and CCP steps run next to each other (interquartile "
-    "range in the notes column). Repeated runs of unchanged code on 2026-11-26 gave 1.031 and "
-    "1.051 for BN-Inception at 96 px and 1.048-1.059 for the small CNN: read the ratios as "
-    "± 0.02. The earlier estimator (3-10 steps per variant per round, rotating order) reported "
+    "range in the notes column). On 2026-11-26, before the last optimisations (fused Adam "
+    "kernel, fewer passes in the loss), two runs of the same code gave 1.031 and 1.051 for "
+    "BN-Inception at 96 px and 1.048 and 1.059 for the small CNN: read each ratio as ± 0.02. "
+    "The earlier estimator (3-10 steps per variant per round, rotating order) reported "
     "1.067-1.084 for BN-Inception.",
     "Item 1: the proximal term is active (λ = 2e-4) and the proxy term uses a ProxyBank of C "
     "classes × K = 8 proxies; each step is `train_on_batch` with DMLAdam on one fixed synthetic "
