@@ -106,6 +106,17 @@ class CCPCallback(keras.callbacks.Callback):
         self.best = _WORST
         self.previous_monitor = 0.0
 
+    def close(self):
+        """Release the iterator over a dataset `candidates` once training is over.
+
+        A `tf.data` generator iterator still alive at interpreter exit makes TensorFlow print
+        "Error occurred when finalizing GeneratorDataset iterator"; the trainer closes the callback
+        after each fold. A later re-initialisation would start `candidates` from its beginning
+        (set `candidates` to a stream started at `candidate_batches` to continue instead).
+        """
+        self._iterator = None
+        self._leftover = None
+
     # ---- state for resumed runs -------------------------------------------------------------
     def get_state(self):
         """JSON-able counters, candidate position and re-initialisation log; the arrays live in

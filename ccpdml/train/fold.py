@@ -291,6 +291,8 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
             verbose=2,
         )
     elapsed = time.time() - started
+    if ccp_callback is not None:
+        ccp_callback.close()  # free the candidate stream's generator while Python is alive
     history = state.history
     test = _finish(config, run, data, built, embed, repeat, fold, fold_dir, history)
     monitor = train_cfg.monitor

@@ -174,6 +174,13 @@ def test_dataset_candidates_in_class_order_and_pool_size_one():
     ccp.set_model(model)
     ccp.on_train_begin()
     np.testing.assert_allclose(bank.proxies_by_class().numpy(), expected, rtol=1e-6)
+    # close() frees the stream's iterator (and the half-used batch); a later draw restarts the
+    # stream, so the same proxies come back.
+    assert ccp._iterator is not None and ccp.candidate_batches == 5
+    ccp.close()
+    assert ccp._iterator is None and ccp._leftover is None
+    ccp.on_train_begin()
+    np.testing.assert_allclose(bank.proxies_by_class().numpy(), expected, rtol=1e-6)
 
 
 def test_get_config_round_trip_and_state():
