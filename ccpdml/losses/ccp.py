@@ -168,20 +168,25 @@ class CCPLoss(CrossReplicaLoss):
             *[ops.cast(a, self.dtype) for a in self.anchors],
         )
 
-    def components(self, y_true, y_pred):
-        """The three terms, unweighted: {"in_batch", "proxy", "proximal"} (for logging/tests)."""
+    def _bank(self):
         if self.proxy_bank is None:
             raise RuntimeError("CCPLoss has no proxy_bank: pass it or call bind(model) first.")
-        base, bank = self.base_loss, self.proxy_bank
-        proxy_labels = ops.convert_to_tensor(bank.proxy_labels)
+        return self.proxy_bank
+
+    def components(self, y_true, y_pred):
+        """The three terms, unweighted: {"in_batch", "proxy", "proximal"} (for logging/tests)."""
+        base = self.base_loss
         if type(base).compute is MetricLoss.compute:
             # The usual case: normalise the batch once for both terms (same values).
-            labels, emb, ref_labels, refs = base.prepare(y_true, y_pred, proxy_labels, bank.proxies)
+            bank = self._bank()
+            labels, emb, ref_labels, refs = base.prepare(
+                y_true, y_pred, ops.convert_to_tensor(bank.proxy_labels), bank.proxies
+            )
             in_batch = base.compute_prepared(labels, emb)
             proxy = base.compute_prepared(labels, emb, ref_labels, refs)
         else:  # a base loss with its own `compute`
-            in_batch = base.compute(y_true, y_pred)
-            proxy = base.compute(y_true, y_pred, proxy_labels, bank.proxies)
+            in_batch = self.term("in_batch", y_true, y_pred)
+            proxy = self.term("proxy", y_true, y_pred)
         return {"in_batch": in_batch, "proxy": proxy, "proximal": self.proximal_term()}
 
     def term(self, name, y_true, y_pred):
@@ -194,9 +199,7 @@ class CCPLoss(CrossReplicaLoss):
         if name == "in_batch":
             return self.base_loss.compute(y_true, y_pred)
         if name == "proxy":
-            if self.proxy_bank is None:
-                raise RuntimeError("CCPLoss has no proxy_bank: pass it or call bind(model) first.")
-            bank = self.proxy_bank
+            bank = self._bank()
             proxy_labels = ops.convert_to_tensor(bank.proxy_labels)
             return self.base_loss.compute(y_true, y_pred, proxy_labels, bank.proxies)
         raise ValueError(
