@@ -1,6 +1,7 @@
 """Training callbacks of ccpdml (METHOD §3.5, §4.8)."""
 
+from ccpdml.callbacks.candidates import CandidateStream
 from ccpdml.callbacks.ccp import CCPCallback
 from ccpdml.callbacks.validation import RetrievalValidation
 
-__all__ = ["CCPCallback", "RetrievalValidation"]
+__all__ = ["CCPCallback", "CandidateStream", "RetrievalValidation"]
