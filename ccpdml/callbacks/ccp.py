@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from ccpdml.callbacks.candidates import CandidateStream
-from ccpdml.layers.ccp_state import CCPState
+from ccpdml.layers.ccp_state import NO_BEST, CCPState
 from ccpdml.layers.traversal import all_sublayers
 from ccpdml.proxies.k_center import greedy_k_center
 
@@ -171,12 +171,12 @@ class CCPCallback(keras.callbacks.Callback):
         if wait >= self.patience:
             state.start_instance()
             self._reinitialize()
-            wait, best = 0, np.inf
+            wait, best = 0, NO_BEST
         state.wait.assign(wait)
         state.best.assign(best)
         logs["ccp_instance"] = float(_scalar(state.instance))
         logs["ccp_lambda"] = float(_scalar(state.ccp_lambda))
-        if not np.isnan(_scalar(state.radius_after)):  # around the latest re-initialisation
+        if _scalar(state.radius_after) >= 0:  # around the latest re-initialisation
             logs["ccp_radius_before"] = float(_scalar(state.radius_before))
             logs["ccp_radius_after"] = float(_scalar(state.radius_after))
 

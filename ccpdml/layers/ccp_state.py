@@ -7,6 +7,10 @@ from keras import ops
 from ccpdml.layers.pass_through import EmbeddingStateLayer
 from ccpdml.layers.proxy_bank import ProxyBank
 
+# `best` before any round: the largest finite float64, so every first value improves on it. Finite
+# (not inf) because checkpoint writers rightly refuse non-finite weights.
+NO_BEST = float(np.finfo(np.float64).max)
+
 
 class _Untracked:
     """Plain holder, invisible to Keras' tracking: the network, the bank and their variables
@@ -25,10 +29,12 @@ class CCPState(EmbeddingStateLayer):
 
         ccp_lambda           λ of the current problem instance (0 in instance 0)
         instance             problem instance k (0 until the first plateau)
-        wait, best           rounds without improvement and the best (signed) monitor value
+        wait, best           rounds without improvement and the best monitor value, signed so
+                             that lower is better (NO_BEST before the first round)
         previous_monitor     the monitor value of the previous round (the original's lag, §9 B2)
         initialized          1 once the initial proxies were chosen (a restored run keeps them)
         radius_before/after  covering radius of the pool around the last re-initialisation
+                             (−1 before the first)
         anchors              w*, one per trainable variable of `network` (the proximal centre)
         best_weights         snapshot of those variables at the best round of the instance
         best_proxies         snapshot of the bank's proxies at that round
@@ -112,11 +118,11 @@ class CCPState(EmbeddingStateLayer):
         self.ccp_lambda = self._scalar("ccp_lambda", "float32")
         self.instance = self._scalar("instance", "int32")
         self.wait = self._scalar("wait", "int32")
-        self.best = self._scalar("best", "float64", np.inf)
+        self.best = self._scalar("best", "float64", NO_BEST)
         self.previous_monitor = self._scalar("previous_monitor", "float64")
         self.initialized = self._scalar("initialized", "int32")
-        self.radius_before = self._scalar("radius_before", "float64", np.nan)
-        self.radius_after = self._scalar("radius_after", "float64", np.nan)
+        self.radius_before = self._scalar("radius_before", "float64", -1.0)
+        self.radius_after = self._scalar("radius_after", "float64", -1.0)
         self.anchors = [self._copy_of(v, f"anchor_{i}", "current") for i, v in enumerate(network)]
         self.best_weights = [self._copy_of(v, f"best_{i}", "zeros") for i, v in enumerate(network)]
         self.best_proxies = self._copy_of(self.proxy_bank.proxies, "best_proxies", "zeros")
@@ -126,7 +132,9 @@ class CCPState(EmbeddingStateLayer):
             name=name,
             shape=(),
             dtype=dtype,
-            initializer=keras.initializers.Constant(value),
+            initializer=lambda shape, dtype=None: ops.convert_to_tensor(
+                np.full(shape, value, dtype=dtype)
+            ),
             trainable=False,
         )
 

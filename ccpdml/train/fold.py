@@ -15,7 +15,7 @@ import time
 import keras
 
 import data_pipelines
-from ccpdml.callbacks import CCPCallback, RetrievalValidation
+from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import fit_multi_worker
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
@@ -110,12 +110,15 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
     callbacks = []
     if val_split is not None:
         callbacks.append(RetrievalValidation(embed.dataset(val_split), verbose=1))
-    ccp_callback = None
-    if built.ccp_loss is not None:
+    ccp_callback = candidates = None
+    if built.ccp_state is not None:
         ccp_cfg = config.loss.ccp
+        # Resumable: opened lazily at the position restored by TrainingState.
+        candidates = CandidateStream(
+            streams.candidates, built.model, built.ccp_state.proxy_bank.num_classes
+        )
         ccp_callback = CCPCallback(
-            built.ccp_loss,
-            streams.candidates(0),
+            candidates,
             pool_size=ccp_cfg.pool_size,
             patience=ccp_cfg.patience,
             monitor=train_cfg.monitor,
@@ -134,19 +137,15 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
             verbose=1,
         )
         callbacks.append(early)
-    extra = []
-    if ccp_callback is not None:
-        # The snapshot variables exist once the callback knows the model; restore needs them.
-        ccp_callback.set_model(built.model)
-        extra = ccp_callback.state_variables()
     state_path = os.path.join(fold_dir, "state", "state.npz")
     # Before the state callback (which writes at epoch end); it raises from the batch hook.
     callbacks.insert(0, NonFiniteLossGuard(train_cfg.validate_every, checkpoint=state_path))
+    # The CCP state (λ, anchors, counters, snapshots) is part of the model's weights; only the
+    # position in the candidate stream is data-side.
     state = TrainingState(
         state_path,
         optimizer,
-        extra_variables=extra,
-        stateful={"ccp": ccp_callback} if ccp_callback is not None else None,
+        stateful={"ccp_candidates": candidates} if candidates is not None else None,
         early_stopping=early,
         every=train_cfg.checkpoint_every_validations,
     )
@@ -264,9 +263,6 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
     initial_epoch = state.restore(built.model)
     if initial_epoch:
         log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")
-        if ccp_callback is not None and ccp_callback.candidate_batches:
-            # Continue the candidate stream where the interrupted run left it.
-            ccp_callback.candidates = streams.candidates(ccp_callback.candidate_batches)
     elif train_cfg.warmup_validations > 0:
         _warm_up(config, built, strategy, train_ds, metrics)
         _compile(config, built, strategy, optimizer, metrics)
