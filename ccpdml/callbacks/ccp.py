@@ -30,7 +30,7 @@ class CCPCallback(keras.callbacks.Callback):
     """Runs the CCP problem instances on the model's `CCPState` (§3.5).
 
     Every number of the schedule lives in the state (a layer of the model, saved with it); this
-    callback only decides. At the start of training (unless the state says the run already
+    callback only decides. At the first epoch of training (unless the state says the run already
     started, e.g. a reloaded `.keras` model or a `BackupAndRestore` resume): λ ← 0 and (unless
     `random_init`) proxies ← greedy_k_center(pool, best proxies snapshot (all zeros at start),
     K). on_epoch_end (= one validation round): q = logs[monitor] (with `lagged_monitor`, the
@@ -42,7 +42,9 @@ class CCPCallback(keras.callbacks.Callback):
     b ≥ K else b·K (b = pool_size); b = 1 uses K independent draws. No weight rollback, no reset
     of the proxies' Adam moments (METHOD D3, D4).
 
-    Place it AFTER the validation callback that writes `logs[monitor]`.
+    Place it AFTER the validation callback that writes `logs[monitor]`, and BEFORE callbacks that
+    save the model at epoch end (`keras.callbacks.BackupAndRestore`, `ModelCheckpoint`), so that
+    what they save includes this round's CCP decision.
 
     Args:
         candidates: callable returning one draw of raw embeddings [C, D] (row c = class c), e.g.
@@ -137,7 +139,9 @@ class CCPCallback(keras.callbacks.Callback):
         else:
             self._draw_fn = self.candidates
 
-    def on_train_begin(self, logs=None):
+    def on_epoch_begin(self, epoch, logs=None):
+        # At the first epoch rather than at train begin: every on_train_begin has run by then,
+        # including the restore of keras.callbacks.BackupAndRestore, wherever it is listed.
         state = self.state
         if _scalar(state.initialized):  # a continued or restored run keeps proxies and λ
             return

@@ -2,6 +2,7 @@
 
 from ccpdml.losses.base import MetricLoss
 from ccpdml.losses.ccp import CCPLoss
+from ccpdml.losses.ccp_terms import CCPTermMean, loss_term_metrics
 from ccpdml.losses.contrastive import ContrastiveLoss
 from ccpdml.losses.multi_similarity import MultiSimilarityLoss
 from ccpdml.losses.proxy_anchor import ProxyAnchorLoss
@@ -37,6 +38,7 @@ __all__ = [
     "LOSSES",
     "PROXY_LOSSES",
     "CCPLoss",
+    "CCPTermMean",
     "ContrastiveLoss",
     "MetricLoss",
     "MultiSimilarityLoss",
@@ -47,4 +49,5 @@ __all__ = [
     "TripletLoss",
     "XBMLoss",
     "get",
+    "loss_term_metrics",
 ]

@@ -173,7 +173,7 @@ def test_dataset_candidates_in_class_order_and_pool_size_one():
     expected = np.stack([model(inputs[j]).numpy() for j in range(K)], axis=1)  # [C, K, D]
     ccp = CCPCallback(stream, pool_size=1, verbose=0)  # b = 1: K independent draws
     ccp.set_model(model)
-    ccp.on_train_begin()
+    ccp.on_epoch_begin(0)
     np.testing.assert_allclose(bank.proxies_by_class().numpy(), expected, rtol=1e-6)
     # The same stream as a resumable CandidateStream: 2 draws of 10 rows take 5 batches of 4;
     # close() drops the half-used batch and restarts a dataset stream, so the draws come back.
@@ -206,7 +206,7 @@ def test_get_config_round_trip_and_continued_run_keeps_state():
     state.ccp_lambda.assign(state.lambda_for_instance(2))
     state.initialized.assign(1)  # as in a reloaded or restored model
     proxies = bank.proxies.numpy()
-    ccp.on_train_begin()  # continued: keeps proxies, λ of instance 2
+    ccp.on_epoch_begin(0)  # continued: keeps proxies, λ of instance 2
     np.testing.assert_array_equal(bank.proxies.numpy(), proxies)
     assert float(state.ccp_lambda.numpy()) == pytest.approx(LAM0 * DECAY**2)
     assert len(state.non_trainable_weights) == 2 * len(state.network_variables) + 9
