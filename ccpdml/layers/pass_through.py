@@ -63,6 +63,10 @@ class EmbeddingStateLayer(keras.layers.Layer):
         return inputs
 
     def compute_output_shape(self, input_shape):
+        # Keras builds functional models through this method (not `call`): check the size here,
+        # so a bank built with another embedding_dim fails when the model is built.
+        if self.built:
+            self._check_dim(input_shape[-1], self.state_variable().shape[-1])
         return input_shape
 
     def get_config(self):
