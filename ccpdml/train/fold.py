@@ -23,6 +23,7 @@ from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.evaluate import export_metadata, split_metrics
 from ccpdml.train.export import export_saved_model
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
+from ccpdml.train.progress import RunProgress
 from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
 
@@ -109,7 +110,8 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
     train_cfg = config.training
     callbacks = []
     if val_split is not None:
-        callbacks.append(RetrievalValidation(embed.dataset(val_split), verbose=1))
+        # Silent: RunProgress prints the round's logs (validation metrics included) once.
+        callbacks.append(RetrievalValidation(embed.dataset(val_split), verbose=0))
     ccp_callback = candidates = None
     if built.ccp_state is not None:
         ccp_cfg = config.loss.ccp
@@ -210,6 +212,27 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
     return test
 
 
+def run_folds(data_cfg) -> list[int]:
+    """The fold numbers a run trains, in order (one fold, 1, without cross-validation)."""
+    if data_cfg.num_folds <= 1:
+        return [1]
+    return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
+
+
+def _progress(config, repeat, fold) -> RunProgress:
+    """Progress of the main training of fold `fold` of repeat `repeat` within the whole run."""
+    data_cfg, train_cfg = config.data, config.training
+    folds = run_folds(data_cfg)
+    index = repeat * len(folds) + folds.index(fold)
+    return RunProgress(
+        f"repeat {repeat} ({repeat + 1}/{config.repeats}) fold {fold} "
+        f"({folds.index(fold) + 1}/{len(folds)})",
+        train_cfg.validate_every,
+        train_cfg.max_validations,
+        folds_after=config.repeats * len(folds) - index - 1,
+    )
+
+
 def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> dict:
     """Train and evaluate fold `fold` of repeat `repeat`; returns (and writes) its result.
 
@@ -260,6 +283,7 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
         config, built, val_split, embed, streams, fold_dir, optimizer
     )
     callbacks.append(keras.callbacks.TensorBoard(run.file("logs", f"r{repeat}_f{fold}")))
+    callbacks.append(_progress(config, repeat, fold))
     initial_epoch = state.restore(built.model)
     if initial_epoch:
         log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")
@@ -284,7 +308,7 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
             epochs=train_cfg.max_validations,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            verbose=2,
+            verbose=0,  # RunProgress shows the steps, the rounds and the run's ETA
         )
     elapsed = time.time() - started
     if ccp_callback is not None:
