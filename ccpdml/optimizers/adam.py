@@ -149,9 +149,13 @@ class DMLAdam(keras.optimizers.Adam):
             for variable in targets:
                 hits = _matches(variable, var_list)
                 if len(hits) != 1:
+                    found = (
+                        "a variable this optimizer does not train"
+                        if not hits
+                        else f"which matches {len(hits)} trained variables (expected exactly 1)"
+                    )
                     raise ValueError(
-                        f"lr_multipliers names {_describe(variable)}, which matches {len(hits)} "
-                        "of the variables this optimizer trains (expected exactly 1). Pass "
+                        f"lr_multipliers names {_describe(variable)}, {found}. Pass "
                         "variables (or layers, or unique variable paths) of the trained model, "
                         "e.g. [(bank.proxies, 100.0)] or {bank: 100.0}; trained paths start "
                         f"with: {', '.join(v.path for v in var_list[:5])} ..."
