@@ -166,15 +166,15 @@ def test_exclusions_and_multipliers_survive_get_config_as_paths():
     assert config["lr_multipliers"] == [[v.path, 4.0] for v in dense.trainable_weights]
     x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
     results = []
-    clone = keras.models.clone_model(model)  # new variables, same paths
-    clone.set_weights(model.get_weights())
-    for optimizer, clone in ((opt, model), (DMLAdam.from_config(config), clone)):
-        optimizer.build(clone.trainable_variables)
+    twin = keras.models.clone_model(model)  # new variables, same paths
+    twin.set_weights(model.get_weights())
+    for optimizer, target in ((opt, model), (DMLAdam.from_config(config), twin)):
+        optimizer.build(target.trainable_variables)
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(clone(x, training=True) ** 2)
-        grads = tape.gradient(loss, clone.trainable_variables)
-        optimizer.apply_gradients(zip(grads, clone.trainable_variables))
-        results.append([w.numpy() for w in clone.trainable_variables])
+            loss = tf.reduce_sum(target(x, training=True) ** 2)
+        grads = tape.gradient(loss, target.trainable_variables)
+        optimizer.apply_gradients(zip(grads, target.trainable_variables, strict=True))
+        results.append([w.numpy() for w in target.trainable_variables])
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
