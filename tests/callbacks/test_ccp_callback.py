@@ -52,8 +52,9 @@ class Recorder(keras.callbacks.Callback):
         self.proxies.append(state.proxy_bank.proxies.numpy())
         self.anchors.append([a.numpy() for a in state.anchors])
 
-    def on_train_begin(self, logs=None):
-        self._record()
+    def on_epoch_begin(self, epoch, logs=None):  # CCPCallback initialises at the first epoch
+        if epoch == 0:
+            self._record()
 
     def on_epoch_end(self, epoch, logs=None):
         self._record()
