@@ -24,10 +24,31 @@ SERIALIZABLE_MODULES = (
 TRAINER_MODULES = ("ccpdml.train.guards",)
 
 
+_registering = False
+
+
+def _ccpdml_import_in_progress(finishing=None):
+    """True while some ccpdml module (other than `finishing`, whose last line runs) is still
+    executing its imports: importing more could then meet it half-initialised."""
+    return any(
+        name.startswith("ccpdml.")
+        and name != finishing
+        and getattr(getattr(mod, "__spec__", None), "_initializing", False)
+        for name, mod in list(sys.modules.items())
+    )
+
+
 def register_all():
     """Import every module that registers ccpdml classes with Keras (idempotent)."""
-    for name in SERIALIZABLE_MODULES:
-        importlib.import_module(name)
+    global _registering
+    if _registering:
+        return
+    _registering = True
+    try:
+        for name in SERIALIZABLE_MODULES:
+            importlib.import_module(name)
+    finally:
+        _registering = False
 
 
 class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
@@ -52,15 +73,20 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        register_all()
+        # Keras imported by a ccpdml module itself: that import registers at its end instead
+        # (the subpackages call `install()` last), never here with a half-imported module.
+        if not _ccpdml_import_in_progress():
+            register_all()
 
     def __getattr__(self, name):  # the rest of the loader protocol (resources, ...)
         return getattr(self.loader, name)
 
 
-def install():
-    """Register now if Keras is loaded, else right after its first import."""
+def install(finishing=None):
+    """Register now if Keras is loaded (and no other ccpdml import is half done), else right
+    after the first import of Keras. Subpackages call it last with `finishing=__name__`."""
     if "keras" in sys.modules:
-        register_all()
+        if not _ccpdml_import_in_progress(finishing):
+            register_all()
     elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
         sys.meta_path.insert(0, _RegisterAfterKeras())

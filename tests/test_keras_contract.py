@@ -89,3 +89,17 @@ def test_import_ccpdml_registers_every_class_without_tensorflow():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tf_train_checkpoint_captures_the_ccp_state(tmp_path):
+    import tensorflow as tf
+
+    trained = run.build()
+    run.fit(trained, 3)
+    path = tf.train.Checkpoint(model=trained).write(str(tmp_path / "ckpt"))
+    fresh = run.build()
+    tf.train.Checkpoint(model=fresh).read(path).assert_existing_objects_matched()
+    expected, got = run.result(trained), run.result(fresh)
+    assert expected["instance"] >= 1  # a re-initialisation happened before the checkpoint
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

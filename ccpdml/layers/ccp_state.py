@@ -126,6 +126,11 @@ class CCPState(EmbeddingStateLayer):
         self.anchors = [self._copy_of(v, f"anchor_{i}", "current") for i, v in enumerate(network)]
         self.best_weights = [self._copy_of(v, f"best_{i}", "zeros") for i, v in enumerate(network)]
         self.best_proxies = self._copy_of(self.proxy_bank.proxies, "best_proxies", "zeros")
+        # One attribute per variable as well: `tf.train.Checkpoint` follows attributes, and a
+        # Python list of variables is not a checkpoint dependency.
+        for i, (anchor, best) in enumerate(zip(self.anchors, self.best_weights, strict=True)):
+            setattr(self, f"anchor_{i}", anchor)
+            setattr(self, f"best_{i}", best)
 
     def _scalar(self, name, dtype, value=0):
         return self.add_weight(

@@ -1,5 +1,6 @@
 """Metric-learning losses of ccpdml and the registry that resolves their config names."""
 
+from ccpdml import registration as _registration
 from ccpdml.losses.base import MetricLoss
 from ccpdml.losses.ccp import CCPLoss
 from ccpdml.losses.ccp_terms import CCPTermMean, loss_term_metrics
@@ -51,3 +52,6 @@ __all__ = [
     "get",
     "loss_term_metrics",
 ]
+
+# Last: the classes of the other ccpdml packages are registered with Keras too.
+_registration.install(finishing=__name__)
