@@ -182,7 +182,13 @@ def explain_data_error(data, exc) -> Exception | None:
         return None
     return ValueError(
         f"dataset {data.name!r}: {count} image(s) cannot be read or decoded as JPEG, PNG, GIF "
-        "or BMP:\n" + "\n".join(lines) + "\nReplace or delete these files (for a benchmark, "
-        "extract the official archive again and re-run `python -m ccpdml prepare`), then rerun "
-        f"the same command: finished folds are kept. (TensorFlow said: {exc.message.strip()})"
+        "or BMP:\n" + "\n".join(lines) + "\nReplace or delete these files (for a benchmark: "
+        "replace the damaged archive or files in the manual directory and run `python -m ccpdml "
+        f"prepare {data.name} --manual-dir DIR --data-dir DATA_DIR --force`), then rerun the "
+        "same command: finished folds are kept. (TensorFlow said: "
+        f"{_first_line(exc.message)})"
     )
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")

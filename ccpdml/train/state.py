@@ -130,7 +130,8 @@ class TrainingState(keras.callbacks.Callback):
                 f"after validation round {next_epoch} the training state has non-finite values "
                 f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); it was NOT saved and "
                 f"the last good checkpoint {self.path!r} is kept. Lower optimizer.learning_rate "
-                "or set optimizer.clip_global_norm, and use a new --workdir."
+                "or set optimizer.clip_global_norm, and rerun the same command with the change "
+                "and --continue-with-changes (or use a new --workdir)."
             )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
