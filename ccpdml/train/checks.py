@@ -15,7 +15,6 @@ import yaml
 from ccpdml.config import config_to_dict, dump_config
 from ccpdml.train.rundir import atomic_write_bytes
 
-
 CHANGES_LOG = "changes.log"
 # What `train --continue-with-changes` may change in a started run: settings read afresh when a
 # fold resumes. Everything else (data, model, loss, seed, repeats, round length, warm-up, monitor)
@@ -119,7 +118,9 @@ def _log_changes(run, changes) -> None:
         with open(log_path, "rb") as handle:
             before = handle.read()
     atomic_write_bytes(log_path, before + ("\n".join(lines) + "\n").encode("utf-8"))
-    print("[ccpdml] " + "\n[ccpdml] ".join(lines) + f"\n[ccpdml] recorded in {log_path}", flush=True)
+    print(
+        "[ccpdml] " + "\n[ccpdml] ".join(lines) + f"\n[ccpdml] recorded in {log_path}", flush=True
+    )
 
 
 def check_batches(data_cfg, data, folds) -> None:

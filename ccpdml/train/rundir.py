@@ -25,7 +25,6 @@ import tempfile
 
 import numpy as np
 
-
 TEMP_PREFIXES = (".tmp-", ".export-")  # temporaries of atomic writes and of SavedModel exports
 
 
