@@ -71,6 +71,12 @@ def explain(exc: BaseException, command: str) -> tuple[str, int]:
             f"a JSON file is damaged: {exc}. The file is named in the traceback {DEBUG_HINT}.",
             EXIT_ERROR,
         )
+    if isinstance(exc, EOFError):
+        return (
+            f"a file ended early (truncated): {exc}. It is named in the traceback {DEBUG_HINT}; "
+            "if it is in a run directory, delete it and rerun the same command.",
+            EXIT_ERROR,
+        )
     if isinstance(exc, zipfile.BadZipFile):
         return f"a .npz/.zip file is damaged: {exc} {DEBUG_HINT}.", EXIT_ERROR
     if isinstance(exc, KeyError):  # str(KeyError) adds quotes around the message
@@ -84,6 +90,13 @@ def explain(exc: BaseException, command: str) -> tuple[str, int]:
         return f"error: {_first_line(exc, 1000)} {DEBUG_HINT}", EXIT_ERROR
     if _is_tensorflow_error(exc):
         text = getattr(exc, "message", None) or str(exc)
+        if "No space left on device" in text:  # TF's own file writers (SavedModel, checkpoints)
+            again = RESUME.get(command, "rerun the same command")
+            return (
+                f"error: no space left on the device: {_first_line(text)}. Free disk space (or "
+                f"choose a directory on another disk), then {again}.",
+                EXIT_ERROR,
+            )
         return (
             f"error: TensorFlow failed: {_first_line(text)} {DEBUG_HINT}",
             EXIT_ERROR,

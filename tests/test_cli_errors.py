@@ -365,3 +365,23 @@ def test_monitor_keys_are_the_keys_a_validation_round_logs():
     logs = {}
     validation.on_epoch_end(0, logs)
     assert set(logs) == set(MONITOR_KEYS)
+
+
+def test_tensorflow_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import tensorflow as tf
+
+    import ccpdml.train
+
+    def fail(message):
+        def run(config, workdir, allow_changes=False):
+            raise tf.errors.ResourceExhaustedError(None, None, message)
+
+        monkeypatch.setattr(ccpdml.train, "train_and_evaluate", run)
+        return _error(capsys, _train(tmp_path))
+
+    err = fail("runs/x/export/.export-1/model/variables/variables.data; No space left on device")
+    assert "no space left on the device: runs/x/export/.export-1" in err, err
+    assert "rerun the same command to resume" in err
+    err = fail("OOM when allocating tensor with shape[4096,4096]\n\t [[node x]]\n" + "ctx\n" * 40)
+    assert "TensorFlow failed: OOM when allocating tensor" in err and "--debug" in err, err
+    assert len(err.strip().splitlines()) == 1
