@@ -43,6 +43,7 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
     check_weights_file(config.model)
     run = RunDirectory(workdir)
     try:
+        # The strategy first: multi-worker collectives must be configured before any TF op.
         strategy = make_strategy(config.distribute)
         data = data_pipelines.load(config.data.name, config.data.data_dir)
         check_classes(data)
