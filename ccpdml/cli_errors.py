@@ -62,25 +62,26 @@ def explain(exc: BaseException, command: str) -> tuple[str, int]:
         return f"interrupted (Ctrl-C). {again[0].upper()}{again[1:]}.", EXIT_INTERRUPTED
     if isinstance(exc, MemoryError):
         return (
-            "out of memory. Lower data.eval_batch_size / data.candidate_batch_size (train) or "
+            "error: out of memory. Lower data.eval_batch_size / data.candidate_batch_size (train) or "
             "--batch-size / --chunk-size (evaluate, metrics), or use a machine with more memory.",
             EXIT_ERROR,
         )
     if isinstance(exc, json.JSONDecodeError):
         return (
-            f"a JSON file is damaged: {exc}. The file is named in the traceback {DEBUG_HINT}.",
+            f"error: a JSON file is damaged: {exc}. The file is named in the traceback {DEBUG_HINT}.",
             EXIT_ERROR,
         )
     if isinstance(exc, EOFError):
         return (
-            f"a file ended early (truncated): {exc}. It is named in the traceback {DEBUG_HINT}; "
+            f"error: a file ended early (truncated): {exc}. It is named in the traceback {DEBUG_HINT}; "
             "if it is in a run directory, delete it and rerun the same command.",
             EXIT_ERROR,
         )
     if isinstance(exc, zipfile.BadZipFile):
-        return f"a .npz/.zip file is damaged: {exc} {DEBUG_HINT}.", EXIT_ERROR
-    if isinstance(exc, KeyError):  # str(KeyError) adds quotes around the message
-        return f"error: {exc.args[0] if exc.args else exc}", EXIT_ERROR
+        return f"error: a .npz/.zip file is damaged: {exc} {DEBUG_HINT}.", EXIT_ERROR
+    explained = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+    if isinstance(explained, str) and " " in explained:  # a message, not a bare missing key
+        return f"error: {explained}", EXIT_ERROR
     if isinstance(exc, OSError) and (exc.errno is not None or not str(exc)):
         return f"error: {_os_error(exc, command)}", EXIT_ERROR
     if isinstance(exc, (ValueError, OSError)) and not _is_tensorflow_error(exc):

@@ -385,3 +385,18 @@ def test_tensorflow_errors_are_one_line(tmp_path, capsys, monkeypatch):
     err = fail("OOM when allocating tensor with shape[4096,4096]\n\t [[node x]]\n" + "ctx\n" * 40)
     assert "TensorFlow failed: OOM when allocating tensor" in err and "--debug" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_bare_key_error_is_called_a_bug_but_a_keyed_message_is_shown(tmp_path, capsys, monkeypatch):
+    import ccpdml.train
+
+    def run_with(exc):
+        def run(config, workdir, allow_changes=False):
+            raise exc
+
+        monkeypatch.setattr(ccpdml.train, "train_and_evaluate", run)
+        return _error(capsys, _train(tmp_path))
+
+    assert "unexpected error KeyError: 'fold'" in run_with(KeyError("fold"))
+    err = run_with(KeyError("CCPCallback monitors 'val_x' but the epoch logs only have []"))
+    assert err.startswith("ccpdml train: error: CCPCallback monitors 'val_x'"), err
