@@ -18,10 +18,12 @@ from data_pipelines.builders.manual_files import ManualDataError
 
 
 def remove_incomplete(builder) -> None:
-    """Delete `incomplete.*` folders a killed `download_and_prepare` left in the dataset folder."""
-    folder = epath.Path(builder.data_dir_root) / builder.name
-    for stale in folder.glob("incomplete.*") if folder.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    """Delete the `incomplete.*` folders a killed or failed preparation left: in the dataset
+    folder (generation) and in `downloads/extracted/` (extraction of a damaged archive)."""
+    root = epath.Path(builder.data_dir_root)
+    for folder in (root / builder.name, root / "downloads" / "extracted"):
+        for stale in folder.glob("incomplete.*") if folder.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def remove_prepared(builder) -> None:

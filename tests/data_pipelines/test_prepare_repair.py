@@ -38,6 +38,8 @@ def test_damaged_image_is_refused_and_repaired_by_following_the_message(
     manual, rows = _archive(tmp_path, corrupt={5})
     data_dir = tmp_path / "tfds"
     (data_dir / "ccpdml_cub200" / "incomplete.K1LLED_1.0.0").mkdir(parents=True)  # killed run
+    extracted = data_dir / "downloads" / "extracted"
+    (extracted / "incomplete.0ff_TAR_GZ.CUB_200_2011.tgz").mkdir(parents=True)  # failed extraction
     argv = ["cub200", "--manual-dir", str(manual), "--data-dir", str(data_dir)]
     code, captured = _prepare(argv, capsys)
     assert code == 1, captured.err[-2000:]
@@ -50,7 +52,7 @@ def test_damaged_image_is_refused_and_repaired_by_following_the_message(
     assert "Decoding test images: 100%" in err and "6/6" in err
     assert not (data_dir / "ccpdml_cub200" / "1.0.0").exists()  # nothing damaged is kept
     assert not list((data_dir / "ccpdml_cub200").glob("incomplete.*"))
-    assert not list((data_dir / "downloads" / "extracted").iterdir())
+    assert not list(extracted.iterdir())
 
     _archive(tmp_path)  # "Replace the archive (download it again)"
     command = re.search(r"`python -m ccpdml (prepare [^`]+)`", err).group(1).split()
