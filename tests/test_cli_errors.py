@@ -400,3 +400,19 @@ def test_bare_key_error_is_called_a_bug_but_a_keyed_message_is_shown(tmp_path, c
     assert "unexpected error KeyError: 'fold'" in run_with(KeyError("fold"))
     err = run_with(KeyError("CCPCallback monitors 'val_x' but the epoch logs only have []"))
     assert err.startswith("ccpdml train: error: CCPCallback monitors 'val_x'"), err
+
+
+def test_config_of_a_run_that_never_trained_is_simply_replaced(tmp_path, capsys):
+    """A run stopped before any fold saved a state (e.g. a failure at model build) may be rerun
+    with a fixed config in the same directory: nothing was trained with the old one."""
+    from ccpdml.config import load_config
+    from ccpdml.train.checks import check_resumed_config
+    from ccpdml.train.rundir import RunDirectory
+
+    with RunDirectory(tmp_path) as run:
+        check_resumed_config(run, load_config(CCP_CONFIG, ["repeats=1"]))
+        (tmp_path / "folds" / "r0_f1").mkdir(parents=True)  # created, but no state saved
+        check_resumed_config(run, load_config(CCP_CONFIG, ["repeats=1", "model.embedding_dim=8"]))
+    assert "embedding_dim: 8" in (tmp_path / "config.yaml").read_text()
+    assert "no fold had started; config replaced" in capsys.readouterr().out
+    assert not (tmp_path / "changes.log").exists()

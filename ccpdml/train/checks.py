@@ -78,6 +78,10 @@ def check_resumed_config(run, config, allow_changes: bool = False) -> None:
     if not changes:
         return
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+    if not any(_fold_progress(run)):  # nothing was trained with the old config: just replace it
+        print(f"[ccpdml] {path}: no fold had started; config replaced ({listed})", flush=True)
+        dump_config(config, path)
+        return
     if not allow_changes:
         raise ValueError(
             f"{path} was written by a run with a different configuration ({listed}). Resume with "
@@ -100,13 +104,7 @@ def check_resumed_config(run, config, allow_changes: bool = False) -> None:
 
 def _log_changes(run, changes) -> None:
     """Append the change (time, keys, folds kept / continued) to `changes.log` in the run dir."""
-    finished, started = [], []
-    folds = run.file("folds")
-    for name in sorted(os.listdir(folds)) if os.path.isdir(folds) else []:
-        if os.path.exists(os.path.join(folds, name, "result.json")):
-            finished.append(name)
-        elif os.path.exists(os.path.join(folds, name, "state", "state.npz")):
-            started.append(name)
+    finished, started = _fold_progress(run)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = [f"{stamp}: continued with changes (train --continue-with-changes)"]
     lines += [f"  {key}: {old!r} -> {new!r}" for key, old, new in changes]
@@ -121,6 +119,18 @@ def _log_changes(run, changes) -> None:
     print(
         "[ccpdml] " + "\n[ccpdml] ".join(lines) + f"\n[ccpdml] recorded in {log_path}", flush=True
     )
+
+
+def _fold_progress(run) -> tuple[list[str], list[str]]:
+    """(finished fold directories, started but unfinished ones) of the run, e.g. "r0_f1"."""
+    finished, started = [], []
+    folds = run.file("folds")
+    for name in sorted(os.listdir(folds)) if os.path.isdir(folds) else []:
+        if os.path.exists(os.path.join(folds, name, "result.json")):
+            finished.append(name)
+        elif os.path.exists(os.path.join(folds, name, "state", "state.npz")):
+            started.append(name)
+    return finished, started
 
 
 def check_batches(data_cfg, data, folds) -> None:
