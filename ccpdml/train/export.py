@@ -16,7 +16,6 @@ size, fold, ensemble members, and `signatures` describing the endpoints.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ import tensorflow as tf
 
 import data_pipelines
 from ccpdml.layers import BallNormalization
+from ccpdml.train.rundir import atomic_write_json
 
 METADATA_FILE = "ccpdml_export.json"
 
@@ -100,22 +100,30 @@ def signature_metadata(model: keras.Model, preprocessing: str, image_size) -> di
     }
 
 
-def write_saved_model_atomically(write, path: str, metadata: dict) -> str:
-    """Call `write(target)` on a temporary sibling directory, add the metadata, rename to `path`."""
+def replace_directory(write, path: str) -> str:
+    """Call `write(target)` on a new temporary sibling directory, then rename it to `path`.
+
+    Readers see the old directory or the complete new one; an interrupted write leaves only a
+    hidden `.export-*` temporary (removed on the way out when Python survives).
+    """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         target = os.path.join(tmp, "model")
+        os.makedirs(target)
         write(target)
-        with open(os.path.join(target, METADATA_FILE), "w", encoding="utf-8") as handle:
-            json.dump(metadata, handle, indent=2)
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def write_metadata(directory: str, metadata: dict) -> None:
+    """Write `ccpdml_export.json` into `directory` (atomically)."""
+    atomic_write_json(os.path.join(directory, METADATA_FILE), metadata)
 
 
 def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
@@ -140,9 +148,10 @@ def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
         for name, (fn, signature) in serving_functions(model, preprocessing, size).items():
             archive.add_endpoint(name, tf.function(fn), input_signature=signature)
         archive.write_out(target, verbose=False)
+        write_metadata(target, metadata)
 
     metadata = {**metadata, "signatures": signature_metadata(model, preprocessing, size)}
-    return write_saved_model_atomically(write, path, metadata)
+    return replace_directory(write, path)
 
 
 def ensemble_model(members: list[keras.Model], input_shape) -> keras.Model:
