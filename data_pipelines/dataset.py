@@ -194,7 +194,8 @@ class Split:
         return tf.gather(self._lazy_tensors()[2], tf.cast(index, tf.int64))
 
     def undecodable_rows(self):
-        """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files).
+        """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files),
+        or differs from `fixed_shape`.
 
         Decodes every row once in a parallel tf.data pass that drops failing elements; meant for
         diagnosing a decode error after it happened, not for every run.
@@ -202,7 +203,10 @@ class Split:
         if self.kind == "pixels" or len(self) == 0:
             return np.zeros(0, np.int64)
         ds = tf.data.Dataset.range(len(self)).map(
-            lambda i: (i, tf.shape(self.load_image(i))), num_parallel_calls=tf.data.AUTOTUNE
+            # A value of the pixels (not tf.shape, folded away for a static shape) so that the
+            # shape check of a fixed_shape split runs too.
+            lambda i: (i, tf.reduce_max(self.load_image(i))),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
         good = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
         return np.asarray([i for i in range(len(self)) if i not in good], np.int64)
