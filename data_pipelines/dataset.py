@@ -108,7 +108,10 @@ class Split:
     def from_paths(cls, paths, labels, name="", fixed_shape=None):
         """Split over image files (str paths, decoded lazily with 3 channels)."""
         return cls(
-            labels, np.asarray(paths, dtype=np.str_), kind="paths", name=name,
+            labels,
+            np.asarray(paths, dtype=np.str_),
+            kind="paths",
+            name=name,
             fixed_shape=fixed_shape,
         )
 

@@ -8,15 +8,15 @@ and validates values. `ExperimentConfig.from_dict` builds the whole tree.
 from dataclasses import dataclass, field
 
 import data_pipelines
+from ccpdml.config.base import ConfigError, Section, check, choice, positive
+from ccpdml.losses import LOSSES, PROXY_LOSSES
+from ccpdml.models.embedding_head import POOLINGS
 from data_pipelines.image_files import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_TEST_FRACTION,
     USER_DATASETS,
     dataset_options,
 )
-from ccpdml.config.base import ConfigError, Section, check, choice, positive
-from ccpdml.losses import LOSSES, PROXY_LOSSES
-from ccpdml.models.embedding_head import POOLINGS
 
 # The registries are the one source of the names a config may use.
 DATASETS = tuple(data_pipelines.DATASETS)

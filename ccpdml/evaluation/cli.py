@@ -217,7 +217,6 @@ def evaluate_main(argv=None):
     endpoints = [m.serve for m in loaded]
 
     import data_pipelines  # lazy: TF / TFDS start-up only for this command
-
     from data_pipelines.image_files import export_data_source
 
     data_dir, options = export_data_source(

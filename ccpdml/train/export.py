@@ -61,7 +61,9 @@ def serving_functions(model: keras.Model, preprocessing: str, image_size) -> dic
         return {"embeddings": model(x, training=False)}
 
     def from_bytes(images):
-        return embed(tf.map_fn(lambda b: preprocess(decode(b)), images, fn_output_signature=element))
+        return embed(
+            tf.map_fn(lambda b: preprocess(decode(b)), images, fn_output_signature=element)
+        )
 
     def from_pixels(images):
         return embed(tf.map_fn(preprocess, images, fn_output_signature=element))
@@ -79,7 +81,9 @@ def signature_metadata(model: keras.Model, preprocessing: str, image_size) -> di
     """The `signatures` entry of `ccpdml_export.json`."""
     shape = [None, *model.input_shape[1:]]
     dim = int(model.output_shape[-1])
-    channels = 3 if data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"] else shape[-1]
+    channels = (
+        3 if data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"] else shape[-1]
+    )
     return {
         "serve": {
             "inputs": {"images": {"dtype": "float32", "shape": shape}},

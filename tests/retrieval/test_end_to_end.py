@@ -92,7 +92,10 @@ def test_folder_to_search_service(tmp_path, capsys):
     assert sorted(index.ids) == sorted(str(p) for p in data.test.source)
     queries = [str(data.test.source[i]) for i in (0, 9, 17, 30)]
     results = str(tmp_path / "neighbours.json")
-    _run(["search", "--index", index_dir, "--images", *queries, "-k", "5", "--output", results], capsys)
+    _run(
+        ["search", "--index", index_dir, "--images", *queries, "-k", "5", "--output", results],
+        capsys,
+    )
     with open(results) as handle:
         found = json.load(handle)["results"]
     assert [r["query"] for r in found] == queries

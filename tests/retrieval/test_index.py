@@ -20,7 +20,9 @@ def _reference(queries, gallery, k, exclude=None):
     dist = np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
     indices = []
     for i, row in enumerate(dist):
-        order = [j for j in np.lexsort((np.arange(len(g)), row)) if exclude is None or j != exclude[i]]
+        order = [
+            j for j in np.lexsort((np.arange(len(g)), row)) if exclude is None or j != exclude[i]
+        ]
         indices.append(order[:k])
     indices = np.asarray(indices)
     return indices, np.take_along_axis(dist, indices, axis=1)
