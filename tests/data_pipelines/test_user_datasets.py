@@ -166,3 +166,22 @@ def test_dataset_options_only_for_your_own_images():
         DataConfig.from_dict({"name": "cub200", "split_seed": 3})
     with pytest.raises(ConfigError, match="test_fraction"):
         DataConfig.from_dict({"name": "table", "test_fraction": 1.5})
+
+
+@pytest.mark.slow
+def test_training_on_a_folder_names_an_undecodable_file(tmp_path, capsys):
+    from ccpdml import cli
+
+    root = _folder(tmp_path / "imgs", classes=8, per_class=3, shape=(8, 16, 3))
+    broken = root / "c5" / "img2.png"
+    broken.write_text("not an image")
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
+    sets = ["data.name=folder", f"data.data_dir={root}", "repeats=1", "data.num_folds=1"]
+    sets += ["data.classes_per_batch=2", "data.samples_per_class=2", "model.embedding_dim=4"]
+    sets += ["training.validate_every=2", "training.max_validations=1"]
+    argv = ["train", "--config", os.path.join(config, "digits_contrastive.yaml")]
+    argv += ["--workdir", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "1 image(s) cannot be read or decoded" in err and str(broken) in err, err
