@@ -22,6 +22,7 @@ from data_pipelines.image_files import (
     DEFAULT_TEST_FRACTION,
     IMAGE_EXTENSIONS,
     build_data,
+    data_location,
     split_classes,
 )
 
@@ -32,17 +33,7 @@ def _is_image(name):
 
 def list_folder(root):
     """(paths, class names): every image below `root/<class>/`, classes and paths sorted."""
-    if root is None:
-        raise ValueError(
-            "data.name 'folder' needs data.data_dir: the folder holding one sub-folder per class "
-            "(e.g. --set data.data_dir=my_images)."
-        )
-    root = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root):
-        raise FileNotFoundError(
-            f"dataset folder {root!r} does not exist or is not a directory; data.data_dir must "
-            "be a folder holding one sub-folder per class."
-        )
+    root = data_location("folder", root, "a folder holding one sub-folder per class", True)
     entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
     loose = [e for e in entries if _is_image(e) and os.path.isfile(os.path.join(root, e))]
     if loose:

@@ -16,6 +16,8 @@ class-disjoint train/test `DMLData` every pipeline consumes (samplers, MLRC fold
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from data_pipelines.dataset import DMLData, Split
@@ -42,6 +44,21 @@ def dataset_options(name, *, preprocessing, test_fraction, split_seed) -> dict:
 
     crop = PREPROCESSINGS.get(preprocessing, {"crop": True})["crop"]
     return {"test_fraction": test_fraction, "split_seed": split_seed, "fixed_shape": not crop}
+
+
+def data_location(name, path, expected, is_dir):
+    """Absolute `path` of dataset `name` ("folder" / "table"); clear error if absent or missing."""
+    if path is None:
+        raise ValueError(
+            f"data.name {name!r} needs data.data_dir: {expected} (e.g. --set data.data_dir=...)."
+        )
+    where = os.path.abspath(os.path.expanduser(str(path)))
+    if not (os.path.isdir if is_dir else os.path.isfile)(where):
+        raise FileNotFoundError(
+            f"dataset {name} {where!r} does not exist or is not a "
+            f"{'directory' if is_dir else 'file'}; data.data_dir must be {expected}."
+        )
+    return where
 
 
 def sort_class_names(names):

@@ -26,6 +26,7 @@ from data_pipelines.image_files import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_TEST_FRACTION,
     build_data,
+    data_location,
     sort_class_names,
     split_classes,
 )
@@ -48,17 +49,12 @@ def _flag(value, column, line, where):
 
 def read_table(csv_path):
     """Rows of the table as a dict of lists (columns of the header), paths made absolute."""
-    if csv_path is None:
-        raise ValueError(
-            "data.name 'table' needs data.data_dir: the CSV file listing the images "
-            "(columns path, label, optional split, is_query, is_gallery)."
-        )
-    where = os.path.abspath(os.path.expanduser(str(csv_path)))
-    if not os.path.isfile(where):
-        raise FileNotFoundError(
-            f"dataset table {where!r} does not exist; data.data_dir must be a CSV file with "
-            "columns path, label (optional: split, is_query, is_gallery)."
-        )
+    where = data_location(
+        "table",
+        csv_path,
+        "a CSV file with columns path, label (optional: split, is_query, is_gallery)",
+        False,
+    )
     with open(where, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
