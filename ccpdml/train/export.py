@@ -77,31 +77,35 @@ def serving_functions(model: keras.Model, preprocessing: str, image_size) -> dic
     }
 
 
-def signature_metadata(model: keras.Model, preprocessing: str, image_size) -> dict:
-    """The `signatures` entry of `ccpdml_export.json`."""
+def signature_metadata(model: keras.Model, preprocessing: str | None) -> dict:
+    """The `signatures` entry of `ccpdml_export.json` (image endpoints with a preprocessing)."""
     shape = [None, *model.input_shape[1:]]
     dim = int(model.output_shape[-1])
-    channels = (
-        3 if data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"] else shape[-1]
-    )
-    return {
+    signatures = {
         "serve": {
             "inputs": {"images": {"dtype": "float32", "shape": shape}},
             "outputs": {"output_0": {"dtype": "float32", "shape": [None, dim]}},
-            "note": f"images already preprocessed with {preprocessing!r} (evaluation)",
-        },
-        "serve_bytes": {
-            "inputs": {"images": {"dtype": "string", "shape": [None]}},
-            "outputs": {"embeddings": {"dtype": "float32", "shape": [None, dim]}},
-            "note": "encoded JPEG/PNG/GIF/BMP files; decoding and evaluation preprocessing "
-            "in the graph",
-        },
-        "serve_images": {
-            "inputs": {"images": {"dtype": "uint8", "shape": [None, None, None, channels]}},
-            "outputs": {"embeddings": {"dtype": "float32", "shape": [None, dim]}},
-            "note": "decoded images of one size per batch; evaluation preprocessing in the graph",
-        },
+            "note": f"inputs already preprocessed ({preprocessing or 'no preprocessing named'})",
+        }
     }
+    if preprocessing is None:
+        return signatures
+    crop = data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"]
+    channels = 3 if crop else shape[-1]
+    embeddings = {"embeddings": {"dtype": "float32", "shape": [None, dim]}}
+    signatures["serve_bytes"] = {
+        "inputs": {"images": {"dtype": "string", "shape": [None]}},
+        "outputs": embeddings,
+        "note": f"encoded JPEG/PNG/GIF/BMP files; decoding and {preprocessing!r} evaluation "
+        "preprocessing in the graph",
+    }
+    signatures["serve_images"] = {
+        "inputs": {"images": {"dtype": "uint8", "shape": [None, None, None, channels]}},
+        "outputs": embeddings,
+        "note": f"decoded images of one size per batch; {preprocessing!r} evaluation "
+        "preprocessing in the graph",
+    }
+    return signatures
 
 
 def replace_directory(write, path: str) -> str:
@@ -131,15 +135,20 @@ def write_metadata(directory: str, metadata: dict) -> None:
 
 
 def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
-    """Export `model` with its image endpoints to `path` atomically (module docstring).
+    """Export `model` with its endpoints to `path` atomically (module docstring).
 
-    `metadata` must name the `preprocessing` and `image_size` the model was trained with; the
-    `signatures` entry is added.
+    With `metadata["preprocessing"]` (and `image_size`, as the trainer writes them) the image
+    endpoints `serve_bytes` / `serve_images` are added; without it (a model that does not take
+    images) only `serve`. The `signatures` entry of the metadata describes what was exported.
     """
-    for key in ("preprocessing", "image_size"):
-        if key not in metadata:
-            raise ValueError(f"export metadata needs {key!r} (the evaluation preprocessing).")
-    preprocessing, size = metadata["preprocessing"], metadata["image_size"]
+    preprocessing, size = metadata.get("preprocessing"), metadata.get("image_size")
+    serve_shape = [None, *model.input_shape[1:]]
+    if preprocessing is not None and len(serve_shape) != 4:
+        raise ValueError(
+            f"image endpoints need a model taking images [B, H, W, C]; this one takes "
+            f"{serve_shape}. Drop 'preprocessing' from the metadata to export `serve` only."
+        )
+    functions = serving_functions(model, preprocessing, size) if preprocessing else {}
 
     def write(target):
         archive = keras.export.ExportArchive()
@@ -147,14 +156,15 @@ def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
         archive.add_endpoint(
             "serve",
             tf.function(lambda images: model(images, training=False)),
-            input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
+            input_signature=[tf.TensorSpec(serve_shape, tf.float32)],
         )
-        for name, (fn, signature) in serving_functions(model, preprocessing, size).items():
+        for name, (fn, signature) in functions.items():
             archive.add_endpoint(name, tf.function(fn), input_signature=signature)
         archive.write_out(target, verbose=False)
         write_metadata(target, metadata)
 
-    metadata = {**metadata, "signatures": signature_metadata(model, preprocessing, size)}
+    signatures = signature_metadata(model, preprocessing)
+    metadata = {**metadata, "signatures": signatures}
     return replace_directory(write, path)
 
 

@@ -75,6 +75,12 @@ def test_wrong_image_size_is_refused_by_the_digits_endpoint(tmp_path):
         loaded.serve_bytes(tf.constant([_encode(np.zeros((9, 16, 1), np.uint8), "PNG")]))
 
 
-def test_export_needs_the_preprocessing(tmp_path):
-    with pytest.raises(ValueError, match="needs 'preprocessing'"):
-        export_saved_model(_model((8, 16, 1)), str(tmp_path / "x"), {"image_size": None})
+def test_image_endpoints_need_an_image_model(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match=r"image endpoints need a model taking images"):
+        export_saved_model(model, str(tmp_path / "x"), {"preprocessing": "digits"})
+    path = export_saved_model(model, str(tmp_path / "y"), {"fold": 1})  # serve only
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serve", "serving_default"}
+    assert loaded.serve(tf.ones((3, 4))).shape == (3, 2)
