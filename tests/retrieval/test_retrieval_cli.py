@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ccpdml import cli
+from ccpdml.evaluation.retrieval import ball_normalize_np
 from ccpdml.retrieval import ExportedEmbedder, RetrievalIndex
 from ccpdml.train.export import export_saved_model
 
@@ -105,3 +106,20 @@ def test_errors_name_the_problem(setup, tmp_path, capsys):
     assert "k must be in 1..10" in err
     out = json.loads(_ok(["search", "--index", index_dir, "--images", paths[4], "-k", "2"], capsys))
     assert out["results"][0]["neighbours"][0]["id"] == paths[4]
+
+
+def test_index_of_a_pixels_dataset_split(setup, tmp_path, capsys):
+    """digit_pairs (uint8 pixels in memory) goes through `serve_images`; ids name the rows."""
+    import data_pipelines
+    from ccpdml.retrieval import dataset_part, index_from_split
+
+    _, export, _ = setup
+    data = data_pipelines.load("digit_pairs", images_per_class=2)
+    index = index_from_split(ExportedEmbedder(export), data, "gallery", batch_size=7)
+    assert len(index) == len(data.test) and index.ids[3] == "digit_pairs/test#3"
+    assert list(index.labels) == list(data.test.labels)
+    loaded = __import__("tensorflow").saved_model.load(export)
+    pixels = data.test.source[data.test.rows[:3]]
+    expected = ball_normalize_np(loaded.serve(pixels.astype(np.float32) / 255.0).numpy())
+    np.testing.assert_allclose(index.embeddings[:3], expected, rtol=1e-5, atol=1e-6)
+    assert dataset_part(data, "train") is data.train
