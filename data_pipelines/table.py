@@ -55,7 +55,7 @@ def read_table(csv_path):
         "a CSV file with columns path, label (optional: split, is_query, is_gallery)",
         False,
     )
-    with open(where, newline="", encoding="utf-8") as handle:
+    with open(where, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         unknown = [h for h in header if h not in REQUIRED + OPTIONAL]

@@ -26,7 +26,7 @@ def _read_query_table(path):
     """(paths, labels or None) of a CSV with a `path` column (relative to the CSV's folder)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"table {path!r} does not exist.")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "path" not in rows[0]:
         raise ValueError(f"{path}: needs a header with a 'path' column and at least one row.")
