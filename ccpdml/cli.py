@@ -98,6 +98,18 @@ def _convert(argv: list[str]) -> int:
     return convert_main(argv) or 0
 
 
+def _index(argv: list[str]) -> int:
+    from ccpdml.retrieval.cli import index_main
+
+    return index_main(argv) or 0
+
+
+def _search(argv: list[str]) -> int:
+    from ccpdml.retrieval.cli import search_main
+
+    return search_main(argv) or 0
+
+
 COMMANDS = {
     "train": Command(
         _train, "train an experiment (all MLRC folds), evaluate it and export SavedModels"
@@ -111,6 +123,10 @@ COMMANDS = {
     "convert-bninception": Command(
         _convert, "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights"
     ),
+    "index": Command(
+        _index, "build a retrieval index of a gallery, or export it as a bytes -> neighbours model"
+    ),
+    "search": Command(_search, "nearest gallery items of query images (JSON / CSV)"),
 }
 
 

@@ -45,7 +45,9 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
     try:
         # The strategy first: multi-worker collectives must be configured before any TF op.
         strategy = make_strategy(config.distribute)
-        data = data_pipelines.load(config.data.name, config.data.data_dir)
+        data = data_pipelines.load(
+            config.data.name, config.data.data_dir, **config.data.loader_options()
+        )
         check_classes(data)
         check_batches(config.data, data, _folds(config.data))
         check_resumed_config(run, config, allow_changes)
