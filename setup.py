@@ -18,7 +18,9 @@ setup(
     # TensorFlow itself is an extra so that the CPU wheel (CI) and the CUDA wheel (GPU users)
     # can be chosen; `import ccpdml` says which extra to install when none is present.
     install_requires=[
-        "keras>=3.5",
+        # DMLAdam uses private optimizer hooks (checked at build, public fallback if missing);
+        # tested with Keras 3.15.1 only. The bound keeps the next major release out.
+        "keras>=3.5,<4",
         "numpy>=1.24",
         "scikit-learn>=1.3",
         "pyyaml>=6.0",

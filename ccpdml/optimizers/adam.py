@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from ccpdml.layers.traversal import all_sublayers
+from ccpdml.optimizers import keras_hooks
 
 
 def batchnorm_variables(model):
@@ -34,6 +35,8 @@ class _Untracked:
     def __init__(self, lr_multipliers, exclude_from_decay):
         self.lr_multipliers = lr_multipliers
         self.exclude_from_decay = exclude_from_decay
+        self.var_list = []
+        self.fused = True  # private Keras hooks present (checked at build)
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
@@ -139,6 +142,11 @@ class DMLAdam(keras.optimizers.Adam):
         if self.built:
             return
         super().build(var_list)
+        self._refs.var_list = list(var_list)
+        missing = keras_hooks.missing_private_hooks(self, var_list)
+        self._refs.fused = not missing
+        if missing:
+            keras_hooks.warn_fallback_once(missing)
         excluded = self._excluded()
         self._decay_flags = [not any(_same(v, e) for e in excluded) for v in var_list]
         self._lr_factors = [1.0] * len(var_list)
@@ -179,13 +187,18 @@ class DMLAdam(keras.optimizers.Adam):
                 stacklevel=2,
             )
 
+    def _index(self, variable):
+        if self._refs.fused:
+            return self._get_variable_index(variable)
+        return keras_hooks.index_of(variable, self._refs.var_list)
+
     def _transform(self, grads_and_vars):
         """Coupled L2 decay, global-norm clip, value clip (METHOD §3.6 steps 2-3)."""
         grads, variables = [], []
         for g, v in grads_and_vars:
             if g is not None:
                 g = ops.convert_to_tensor(g)
-                if self.weight_decay_l2 and self._decay_flags[self._get_variable_index(v)]:
+                if self.weight_decay_l2 and self._decay_flags[self._index(v)]:
                     g = g + ops.cast(self.weight_decay_l2, g.dtype) * ops.cast(v, g.dtype)
             grads.append(g)
             variables.append(v)
@@ -199,19 +212,39 @@ class DMLAdam(keras.optimizers.Adam):
         if self.clip_value is not None:
             c = self.clip_value
             grads = [None if g is None else ops.clip(g, -c, c) for g in grads]
-        return list(zip(grads, variables))
+        return list(zip(grads, variables, strict=True))
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built and trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+            with keras.name_scope(self.name, caller=self):  # as Keras' own apply builds
+                self.build(trainable_variables)
+        if not self._refs.fused:
+            # Public path: sum over replicas here, transform, hand each replica 1/R of the
+            # result, so Keras' own sum gives back the transformed summed gradient.
+            variables = self._refs.var_list if trainable_variables is None else trainable_variables
+            summed, replicas = keras_hooks.replica_sum(list(grads))
+            pairs = self._transform(zip(summed, variables, strict=True))
+            grads = [g if g is None or replicas == 1 else g / replicas for g, _ in pairs]
+        return super().apply(grads, trainable_variables)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # TF-backend hook between the cross-replica sum and the per-variable Adam update:
         # decay and clipping must see the summed gradient (METHOD §3.6), not a replica's share.
-        return self._transform(super()._all_reduce_sum_gradients(grads_and_vars))
+        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
+        return self._transform(reduced) if self._refs.fused else reduced
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
+        index = self._index(variable)
         factor = self._lr_factors[index]
         if factor != 1.0:
             learning_rate = learning_rate * factor
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or self._on_tpu():
+        if (
+            not self._refs.fused
+            or self.amsgrad
+            or isinstance(gradient, tf.IndexedSlices)
+            or self._on_tpu()
+        ):
             super().update_step(gradient, variable, learning_rate)
             return
         dtype = variable.dtype

@@ -67,13 +67,25 @@ def test_batchnorm_variables_by_type_and_no_tracking_of_model_variables():
     model = keras.Model(inputs, x)
     bn = batchnorm_variables(model)
     assert len(bn) == 4 and all("norm" in v.path for v in bn)
-    opt = DMLAdam(exclude_from_decay=bn, lr_multipliers={model.layers[1]: 2.0})
+    opt = DMLAdam(exclude_from_decay=bn, lr_multipliers={model.layers[1]: 2.0}, weight_decay_l2=1.0)
     opt.build(model.trainable_variables)
     # optimizer variables are its own slots + counters, never the model's variables
     ids = {id(v) for v in model.variables}
     assert not any(id(v) in ids for v in opt.variables)
-    assert opt._decay_flags == [True, True, False, False]
-    assert opt._lr_factors == [2.0, 2.0, 1.0, 1.0]
+    # Observed behaviour: with a zero loss gradient, the first Adam step moves each decayed
+    # variable by lr·factor per element (m̂/√v̂ = ±1), the BatchNorm ones not at all.
+    rng = np.random.default_rng(0)
+    for v in model.trainable_variables:
+        v.assign(rng.uniform(0.5, 1.5, size=v.shape).astype("float32"))
+    before = [v.numpy() for v in model.trainable_variables]
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    opt.apply_gradients(zip(zeros, model.trainable_variables, strict=True))
+    moved = [np.abs(v.numpy() - b) for v, b in zip(model.trainable_variables, before, strict=True)]
+    lr = float(opt.learning_rate)
+    np.testing.assert_allclose(moved[0], 2.0 * lr, rtol=1e-2)  # dense kernel, factor 2
+    np.testing.assert_allclose(moved[1], 2.0 * lr, rtol=1e-2)  # dense bias, factor 2
+    np.testing.assert_array_equal(moved[2], 0.0)  # BN gamma: no decay, no step
+    np.testing.assert_array_equal(moved[3], 0.0)  # BN beta
 
 
 def test_get_config_round_trip_and_rejects_unknown_multiplier():
