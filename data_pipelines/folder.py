@@ -99,7 +99,7 @@ def write_image_folder(data, root, image_format="png"):
     count = 0
     for split in (data.train, data.test):
         images = split.images().as_numpy_iterator()
-        for row, (label, pixels) in enumerate(zip(split.labels, images)):
+        for row, (label, pixels) in enumerate(zip(split.labels, images, strict=True)):
             name = names[label] if names else f"{int(label):0{width}d}"
             folder = os.path.join(root, name)
             os.makedirs(folder, exist_ok=True)

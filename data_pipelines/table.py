@@ -87,10 +87,16 @@ def read_table(csv_path):
 
 
 def _check_rows(where, columns, lines):
-    empty = [line for line, p, c in zip(lines, columns["path"], columns["label"]) if not c.strip()]
+    empty = [
+        line
+        for line, p, c in zip(lines, columns["path"], columns["label"], strict=True)
+        if not c.strip()
+    ]
     if empty:
         raise ValueError(f"{where}: empty label on line(s) {empty[:10]}; every row needs a class.")
-    missing = [(line, p) for line, p in zip(lines, columns["path"]) if not os.path.isfile(p)]
+    missing = [
+        (line, p) for line, p in zip(lines, columns["path"], strict=True) if not os.path.isfile(p)
+    ]
     if missing:
         shown = "\n".join(f"  line {line}: {p}" for line, p in missing[:10])
         raise FileNotFoundError(
@@ -102,7 +108,7 @@ def _check_rows(where, columns, lines):
 
 def _given_split(where, columns, lines):
     splits = [s.strip().lower() for s in columns["split"]]
-    bad = [(line, s) for line, s in zip(lines, splits) if s not in SPLITS]
+    bad = [(line, s) for line, s in zip(lines, splits, strict=True) if s not in SPLITS]
     if bad:
         raise ValueError(
             f"{where}: column 'split' must be one of {SPLITS} on every row; line {bad[0][0]} has "
@@ -134,7 +140,9 @@ def _query_flags(where, columns, lines, is_test):
     flags = {}
     for name in ("is_query", "is_gallery"):
         values = columns.get(name, [""] * len(lines))
-        flags[name] = np.asarray([_flag(v, name, ln, where) for v, ln in zip(values, lines)])
+        flags[name] = np.asarray(
+            [_flag(v, name, ln, where) for v, ln in zip(values, lines, strict=True)]
+        )
     query, gallery = flags["is_query"], flags["is_gallery"]
     lines = np.asarray(lines)
     for problem, bad in (

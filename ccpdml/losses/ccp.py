@@ -21,7 +21,7 @@ def _proximal_value(lam, *weights_and_anchors):
     (bench/bench_ccp_overhead.py).
     """
     n = len(weights_and_anchors) // 2
-    diffs = [w - a for w, a in zip(weights_and_anchors[:n], weights_and_anchors[n:])]
+    diffs = [w - a for w, a in zip(weights_and_anchors[:n], weights_and_anchors[n:], strict=True)]
     value = lam * tf.add_n([tf.nn.l2_loss(d) for d in diffs])
 
     def grad(upstream):

@@ -98,7 +98,7 @@ def _check_counts(ref_labels, k):
         raise ValueError(
             f"SoftTriple expects the reference labels to hold every class 0..{num_classes - 1} "
             f"exactly centers_per_class={k} times, received per-class counts "
-            f"{dict(zip(*np.unique(values, return_counts=True)))}. Use a ProxyBank with "
+            f"{dict(zip(*np.unique(values, return_counts=True), strict=True))}. Use a ProxyBank with "
             f"proxies_per_class={k}."
         )
 

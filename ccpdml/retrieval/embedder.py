@@ -76,7 +76,7 @@ class ExportedEmbedder:
         try:
             return self.embed_bytes(data, batch_size=len(data))
         except tf.errors.InvalidArgumentError:
-            for item, name in zip(data, names):  # find the file behind the error
+            for item, name in zip(data, names, strict=True):  # find the file behind the error
                 try:
                     self.embed_bytes([item])
                 except tf.errors.InvalidArgumentError as exc:
