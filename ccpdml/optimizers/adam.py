@@ -8,6 +8,7 @@ from keras import ops
 
 from ccpdml.layers.traversal import all_sublayers
 from ccpdml.optimizers import keras_hooks
+from ccpdml.optimizers.variable_paths import describe, expand, matches, path_of, same
 
 
 def batchnorm_variables(model):
@@ -148,14 +149,14 @@ class DMLAdam(keras.optimizers.Adam):
         if missing:
             keras_hooks.warn_fallback_once(missing)
         excluded = self._excluded()
-        self._decay_flags = [not any(_same(v, e) for e in excluded) for v in var_list]
+        self._decay_flags = [not any(same(v, e) for e in excluded) for v in var_list]
         self._lr_factors = [1.0] * len(var_list)
         for target, factor in self.lr_multipliers:
             targets = (
                 target.trainable_weights if isinstance(target, keras.layers.Layer) else [target]
             )
             for variable in targets:
-                hits = _matches(variable, var_list)
+                hits = matches(variable, var_list)
                 if len(hits) != 1:
                     found = (
                         "a variable this optimizer does not train"
@@ -163,20 +164,20 @@ class DMLAdam(keras.optimizers.Adam):
                         else f"which matches {len(hits)} trained variables (expected exactly 1)"
                     )
                     raise ValueError(
-                        f"lr_multipliers names {_describe(variable)}, {found}. Pass "
+                        f"lr_multipliers names {describe(variable)}, {found}. Pass "
                         "variables (or layers, or unique variable paths) of the trained model, "
                         "e.g. [(bank.proxies, 100.0)] or {bank: 100.0}; trained paths start "
                         f"with: {', '.join(v.path for v in var_list[:5])} ..."
                     )
                 self._lr_factors[hits[0]] = float(factor)
         paths = [e for e in excluded if isinstance(e, str)]
-        ambiguous = [e for e in paths if len(_matches(e, var_list)) > 1]
+        ambiguous = [e for e in paths if len(matches(e, var_list)) > 1]
         if ambiguous:
             raise ValueError(
                 f"DMLAdam: exclude_from_decay path(s) {ambiguous[:5]} match several trained "
                 "variables; pass the variables themselves (batchnorm_variables(model))."
             )
-        unresolved = [e for e in paths if not _matches(e, var_list)]
+        unresolved = [e for e in paths if not matches(e, var_list)]
         if unresolved:
             warnings.warn(
                 f"DMLAdam: exclude_from_decay names {len(unresolved)} variable path(s) that this "
@@ -278,48 +279,16 @@ class DMLAdam(keras.optimizers.Adam):
                 "clip_global_norm": self.clip_global_norm,
                 "clip_value": self.clip_value,
                 "lr_multipliers": [
-                    [_path(v), float(factor)]
+                    [path_of(v), float(factor)]
                     for target, factor in self.lr_multipliers
-                    for v in _expand(target, trainable_only=True)
+                    for v in expand(target, trainable_only=True)
                 ],
                 "exclude_from_decay": [
-                    _path(v)
+                    path_of(v)
                     for item in self.exclude_from_decay
-                    for v in _expand(item, trainable_only=False)
+                    for v in expand(item, trainable_only=False)
                     if isinstance(v, str) or v.trainable
                 ],
             }
         )
         return config
-
-
-def _expand(item, trainable_only):
-    """A layer's (trainable) variables, or the item itself (variable or path)."""
-    if isinstance(item, keras.layers.Layer):
-        return list(item.trainable_weights if trainable_only else item.weights)
-    return [item]
-
-
-def _path(variable):
-    return variable if isinstance(variable, str) else variable.path
-
-
-def _same(variable, item):
-    """`item` (a variable or a variable path) designates `variable`.
-
-    Paths match when equal or when one ends with the other after a "/": Keras prefixes a
-    variable's path with the scope it was first built in ("net/dense/kernel" in the model that
-    was saved, "dense/kernel" after `load_model` rebuilt the same layer at top level).
-    """
-    if not isinstance(item, str):
-        return variable is item
-    path = variable.path
-    return path == item or path.endswith("/" + item) or item.endswith("/" + path)
-
-
-def _matches(item, var_list):
-    return [i for i, v in enumerate(var_list) if _same(v, item)]
-
-
-def _describe(item):
-    return f"path {item!r}" if isinstance(item, str) else f"variable {_path(item)!r}"
