@@ -16,7 +16,7 @@ def _reference(ws, gs, decay, factors, steps, clip_norm, clip_value):
     ms = [np.zeros_like(w) for w in ws]
     vs = [np.zeros_like(w) for w in ws]
     for t in range(1, steps + 1):
-        g = [gi + (WD * w if d else 0.0) for gi, w, d in zip(gs, ws, decay)]
+        g = [gi + (WD * w if d else 0.0) for gi, w, d in zip(gs, ws, decay, strict=True)]
         norm = np.sqrt(sum(np.sum(x**2) for x in g))
         g = [x * clip_norm / max(norm, clip_norm) for x in g]
         g = [np.clip(x, -clip_value, clip_value) for x in g]
@@ -49,11 +49,11 @@ def test_steps_match_numpy_reference(clip_value):
         exclude_from_decay=[variables[1]],
     )
     for _ in range(2):
-        opt.apply_gradients(zip([tf.constant(x) for x in g], variables))
+        opt.apply_gradients(zip([tf.constant(x) for x in g], variables, strict=True))
     expected = _reference(w0, g, [True, False, True], [3.0, 1.0, 1.0], 2, 5.0, clip_value)
     # global norm of the raw gradient is ~ 4·sqrt(12) > 5: the norm clip is active
     assert np.sqrt(sum(np.sum(x**2) for x in g)) > 5.0
-    for v, e in zip(variables, expected):
+    for v, e in zip(variables, expected, strict=True):
         np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-6)
     # the multiplier really changes the step: without it the first variable would differ
     plain = _reference(w0, g, [True, False, True], [1.0, 1.0, 1.0], 2, 5.0, clip_value)
@@ -66,7 +66,8 @@ def test_batchnorm_variables_by_type_and_no_tracking_of_model_variables():
     x = keras.layers.BatchNormalization(name="norm")(x)
     model = keras.Model(inputs, x)
     bn = batchnorm_variables(model)
-    assert len(bn) == 4 and all("norm" in v.path for v in bn)
+    assert len(bn) == 4
+    assert all("norm" in v.path for v in bn)
     opt = DMLAdam(exclude_from_decay=bn, lr_multipliers={model.layers[1]: 2.0}, weight_decay_l2=1.0)
     opt.build(model.trainable_variables)
     # optimizer variables are its own slots + counters, never the model's variables
@@ -93,9 +94,11 @@ def test_get_config_round_trip_and_rejects_unknown_multiplier():
     config = opt.get_config()
     clone = DMLAdam.from_config(config)
     assert clone.get_config() == config
-    assert config["weight_decay_l2"] == 3e-4 and config["clip_global_norm"] is None
+    assert config["weight_decay_l2"] == 3e-4
+    assert config["clip_global_norm"] is None
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
-    assert isinstance(restored, DMLAdam) and restored.clip_value == 5.0
+    assert isinstance(restored, DMLAdam)
+    assert restored.clip_value == 5.0
     with pytest.raises(ValueError, match="global_clipnorm"):
         DMLAdam(global_clipnorm=1.0)
     stranger = keras.Variable(np.zeros(2, "float32"))
@@ -123,13 +126,13 @@ def test_mirrored_strategy_transforms_the_summed_gradient():
         def replica_fn():
             rid = tf.distribute.get_replica_context().replica_id_in_sync_group
             scale = tf.cast(rid + 1, "float32")
-            opt.apply_gradients(zip([tf.constant(x) * scale for x in g], variables))
+            opt.apply_gradients(zip([tf.constant(x) * scale for x in g], variables, strict=True))
 
         strategy.run(replica_fn)
 
     step()
     expected = _reference(w0, [3 * x for x in g], [True] * 3, [1.0, 1.0, 0.5], 1, 5.0, 10.0)
-    for v, e in zip(variables, expected):
+    for v, e in zip(variables, expected, strict=True):
         for replica_value in strategy.experimental_local_results(v.value):
             np.testing.assert_allclose(replica_value.numpy(), e, rtol=1e-5, atol=1e-6)
 
@@ -145,12 +148,12 @@ def test_fused_kernel_matches_keras_adam_and_amsgrad_falls_back():
 
     @tf.function
     def fused_step():
-        fused.apply_gradients(zip([tf.constant(x) for x in g], fused_vars))
+        fused.apply_gradients(zip([tf.constant(x) for x in g], fused_vars, strict=True))
 
     for _ in range(3):
         fused_step()
-        reference.apply_gradients(zip([tf.constant(x) for x in g], keras_vars))
-    for a, b in zip(fused_vars, keras_vars):
+        reference.apply_gradients(zip([tf.constant(x) for x in g], keras_vars, strict=True))
+    for a, b in zip(fused_vars, keras_vars, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
     op_types = {op.type for op in fused_step.get_concrete_function().graph.get_operations()}
     assert "ResourceApplyAdam" in op_types
@@ -160,9 +163,9 @@ def test_fused_kernel_matches_keras_adam_and_amsgrad_falls_back():
     ams_ref_vars = [keras.Variable(w) for w in w0]
     ams_ref = keras.optimizers.Adam(LR, epsilon=EPS, amsgrad=True)
     for _ in range(2):
-        ams.apply_gradients(zip([tf.constant(x) for x in g], ams_vars))
-        ams_ref.apply_gradients(zip([tf.constant(x) for x in g], ams_ref_vars))
-    for a, b in zip(ams_vars, ams_ref_vars):
+        ams.apply_gradients(zip([tf.constant(x) for x in g], ams_vars, strict=True))
+        ams_ref.apply_gradients(zip([tf.constant(x) for x in g], ams_ref_vars, strict=True))
+    for a, b in zip(ams_vars, ams_ref_vars, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
 
 

@@ -65,7 +65,9 @@ def test_warm_up_trains_head_and_proxies_with_the_backbone_frozen(tmp_path, monk
     head = [p for p in paths if "embedding_head" in p]
     proxies = [p for p in paths if p.endswith("proxies")]
     backbone = [p for p in paths if p not in head and "proxy" not in p]
-    assert head and proxies and backbone, paths
+    assert head, paths
+    assert proxies, paths
+    assert backbone, paths
     warm = _changed(warm_before, warm_after, paths)
     assert all(warm[p] for p in head), {p: warm[p] for p in head}
     assert all(warm[p] for p in proxies)
