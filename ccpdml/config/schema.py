@@ -223,15 +223,24 @@ class EvalConfig(Section):
 
 @dataclass(frozen=True)
 class DistributeConfig(Section):
-    """tf.distribute strategy selection."""
+    """tf.distribute strategy selection.
+
+    `startup_timeout` (seconds, multi_worker only): how long a worker waits for the others to
+    join before it exits naming the workers that never connected.
+    """
 
     strategy: str = "default"
     cross_replica_pairs: bool = True
     devices: tuple[str, ...] | None = None
     tpu: str | None = None
+    startup_timeout: float = 300.0
 
     def __post_init__(self):
         choice(self, "strategy", STRATEGIES)
+        check(
+            self.startup_timeout > 0,
+            f"'startup_timeout' must be > 0 seconds (default 300), got {self.startup_timeout}.",
+        )
 
 
 @dataclass(frozen=True)

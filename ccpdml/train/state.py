@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 
 import keras
 import numpy as np
@@ -88,6 +89,8 @@ class TrainingState(keras.callbacks.Callback):
         self.every = max(1, int(every))
         self.history: list[dict] = []
         self.stopped = False  # restored: training had already stopped early when saved
+        self.next_epoch = 0  # restored: the validation round training continues from
+        self.fingerprint = 0  # restored: CRC-32 of every saved array (0: nothing restored)
 
     # Saving --------------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
@@ -145,6 +148,10 @@ class TrainingState(keras.callbacks.Callback):
             return 0
         with np.load(self.path) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+            crc = 0
+            for key in sorted(data.files):
+                crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
+            self.fingerprint = crc
             if meta["num_model"] != len(model.weights):
                 raise ValueError(
                     f"the saved training state {self.path!r} holds {meta['num_model']} model "
@@ -173,4 +180,5 @@ class TrainingState(keras.callbacks.Callback):
                 self.early_stopping.set_state(meta["early_stopping"], best)
         self.history = list(meta["history"])
         self.stopped = bool(meta.get("stopped", False))
-        return int(meta["next_epoch"])
+        self.next_epoch = int(meta["next_epoch"])
+        return self.next_epoch

@@ -12,8 +12,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 import data_pipelines
+from ccpdml.distribute import check_workers_fold_done, lost_worker_error
+from ccpdml.distribute.liveness import PEER_ERRORS
 from ccpdml.train.checks import check_classes, check_resumed_config, explain_data_error
 from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
+from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import log, train_fold
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
 from ccpdml.train.strategy import make_strategy
@@ -28,7 +31,25 @@ def _folds(data_cfg) -> list[int]:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`."""
+    """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`.
+
+    Under `multi_worker`, a peer lost outside the training steps (validation, test embeddings,
+    agreement checks) raises the same `WorkerLostError` as one lost during a step.
+    """
+    try:
+        return _train_and_evaluate(config, workdir)
+    except tuple(PEER_ERRORS) as exc:
+        lost = lost_worker_error(exc, "between training steps") if _multi(config) else None
+        if lost is None:
+            raise
+        raise lost from None
+
+
+def _multi(config) -> bool:
+    return config.distribute.strategy == "multi_worker"
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
     run = RunDirectory(workdir)
     try:
         check_resumed_config(run, config)
@@ -49,6 +70,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         for repeat in range(config.repeats):
             for fold in _folds(config.data):
                 done = run.fold_result(repeat, fold)
+                if _multi(config):
+                    check_workers_fold_done(strategy, f"r{repeat}_f{fold}", done is not None)
                 if done is not None:
                     log(f"repeat {repeat} fold {fold} already finished; skipping")
                     results.append(done)
@@ -66,6 +89,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         test_batches = data_pipelines.samplers.eval_batches(data.test, preprocess, 1, cache=False)
         input_shape = tuple(test_batches.element_spec[0].shape[1:])
         ensemble = evaluate_ensemble(config, run, data, results, input_shape)
+        fault_point("ensemble")
         folds_mean = mean_metrics([r["test"] for r in results])
         ensemble_mean = mean_metrics([e["test"] for e in ensemble["repeats"]])
         several = len(_folds(config.data)) > 1
