@@ -3,8 +3,9 @@
 Start-up. `MultiWorkerMirroredStrategy` waits for every worker of `TF_CONFIG` without a limit
 ("Waiting for 1/2 tasks to connect"), e.g. when a peer was never started or was refused by its run
 directory's lock. `join_cluster` builds the strategy and runs one all-reduce (which returns only
-when every worker has joined) under a watchdog: after `timeout` seconds the waiting worker prints
-which workers never connected (their `host:port` accepts no connection) and exits with status 1.
+when every worker has joined) under a watchdog process (`startup_watchdog.py`): after `timeout`
+seconds it prints which workers never connected (their `host:port` accepts no connection) and
+ends the waiting worker (non-zero exit).
 
 Mid-run. When a peer dies, TensorFlow's coordination service stops the survivor's collectives
 after its heartbeat timeout with an `UnavailableError` (or a related error) and a long traceback.
@@ -14,11 +15,11 @@ and the training step, and telling the user to rerun every worker with the same 
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import socket
+import subprocess
 import sys
-import threading
 
 import tensorflow as tf
 
@@ -38,61 +39,38 @@ _TASK = re.compile(r"/job:(?:worker|chief)/replica:\d+/task:(\d+)")
 
 
 def _own_index() -> int:
-    import json
-
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     return int(task.get("index", 0))
 
 
-def _accepts_connections(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2.0):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def _startup_message(timeout: float) -> str:
-    me = _own_index()
-    peers = [(i, a) for i, a in enumerate(worker_addresses()) if i != me]
-    silent = [describe_worker(i) for i, a in peers if not _accepts_connections(a)]
-    if silent:
-        what = f"{', '.join(silent)} never connected"
-        fix = (
-            "start every worker of TF_CONFIG's cluster list (each with its own task index and "
-            "--workdir), or check that its address is right and reachable"
-        )
-    else:
-        what = (
-            f"{', '.join(describe_worker(i) for i, _ in peers)} accept connections but did not "
-            "join the run"
-        )
-        fix = "check that every worker uses the same TF_CONFIG cluster list and the same command"
-    return (
-        f"{describe_worker(me)} waited {timeout:g} s (distribute.startup_timeout) for the other "
-        f"workers of the multi-worker run: {what}. Nothing was trained; {fix}, then rerun every "
-        "worker with the same command (raise distribute.startup_timeout if workers start slowly)."
-    )
-
-
 def join_cluster(make_strategy, timeout: float):
-    """`make_strategy()` and a first all-reduce, or exit(1) with a message after `timeout` s."""
-    joined = threading.Event()
+    """`make_strategy()` and a first all-reduce; the process ends after `timeout` s without them.
 
-    def watchdog():
-        if joined.wait(timeout):
-            return
-        print(f"ccpdml train: error: {_startup_message(timeout)}", file=sys.stderr, flush=True)
-        os._exit(1)  # the strategy blocks inside TensorFlow; nothing else can interrupt it
-
-    threading.Thread(target=watchdog, name="ccpdml-startup-watchdog", daemon=True).start()
+    The watchdog is a child process (`startup_watchdog.py`): while TensorFlow waits for peers it
+    holds the interpreter lock, so a thread could not act. On time-out it prints which workers
+    never connected and terminates this process (non-zero exit).
+    """
+    me = _own_index()
+    spec = {
+        "me": describe_worker(me),
+        "peers": [[describe_worker(i), a] for i, a in enumerate(worker_addresses()) if i != me],
+    }
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "startup_watchdog.py")
+    watchdog = subprocess.Popen(
+        [sys.executable, script, str(os.getpid()), str(float(timeout)), json.dumps(spec)],
+        stdin=subprocess.PIPE,
+    )
     try:
         strategy = make_strategy()
         per_worker(strategy, [1.0])  # returns once every worker takes part
         return strategy
     finally:
-        joined.set()
+        try:
+            watchdog.stdin.write(b"joined\n")
+            watchdog.stdin.close()
+        except OSError:  # the watchdog already ended
+            pass
+        watchdog.wait()
 
 
 def lost_worker_error(exc: Exception, where: str) -> WorkerLostError | None:
@@ -114,8 +92,7 @@ def lost_worker_error(exc: Exception, where: str) -> WorkerLostError | None:
         who = " or ".join(others) or "another worker"
         was = "stopped answering (or the connection to it was lost)"
     return WorkerLostError(
-        f"{who} {was} {where}; {describe_worker(me)} stops too. The state of the last completed "
-        "validation round is saved in every worker's --workdir: rerun every worker with the same "
-        f"command to resume. (TensorFlow reported: {type(exc).__name__}: "
-        f"{str(exc).strip().splitlines()[0][:300]})"
+        f"{who} {was} {where}; {describe_worker(me)} stops too "
+        f"(TensorFlow: {type(exc).__name__}). The state of the last completed validation round "
+        "is saved in every worker's --workdir: rerun every worker with the same command to resume."
     )
