@@ -85,15 +85,18 @@ def check_workers_fold_done(strategy, fold: str, done: bool) -> None:
         )
 
 
-def check_workers_resume_together(strategy, state, fold: str) -> None:
-    """Refuse unless every worker restored the same round and bit-identical state of `fold`.
+def check_workers_resume_together(strategy, summary, fold: str) -> None:
+    """Refuse unless every worker saved the same round and bit-identical state of `fold`.
+
+    Call it before restoring: creating variables is a collective under this strategy, so workers
+    that restore different things would stop matching before any check could run.
 
     Args:
         strategy: the run's `MultiWorkerMirroredStrategy`.
-        state: the fold's `TrainingState` after `restore` (`next_epoch`, `fingerprint`).
+        summary: (round to continue from, CRC-32 of the saved arrays), `TrainingState.summary()`.
         fold: the fold's directory name, e.g. "r0_f1" (for the message).
     """
-    table = per_worker(strategy, [state.next_epoch, state.fingerprint])
+    table = per_worker(strategy, list(summary))
     if len({tuple(row) for row in table.tolist()}) > 1:
         rows = [
             f"{describe_worker(i)}: "

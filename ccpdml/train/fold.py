@@ -265,9 +265,9 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
         callbacks, ccp_callback, state = _callbacks(
             config, built, val_split, embed, streams, fold_dir, optimizer
         )
+        if config.distribute.strategy == "multi_worker":  # before restore creates variables
+            check_workers_resume_together(strategy, state.summary(), f"r{repeat}_f{fold}")
         initial_epoch = state.restore(built.model)
-    if config.distribute.strategy == "multi_worker":
-        check_workers_resume_together(strategy, state, f"r{repeat}_f{fold}")
     callbacks.append(keras.callbacks.TensorBoard(run.file("logs", f"r{repeat}_f{fold}")))
     if initial_epoch:
         log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")

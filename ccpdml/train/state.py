@@ -89,8 +89,6 @@ class TrainingState(keras.callbacks.Callback):
         self.every = max(1, int(every))
         self.history: list[dict] = []
         self.stopped = False  # restored: training had already stopped early when saved
-        self.next_epoch = 0  # restored: the validation round training continues from
-        self.fingerprint = 0  # restored: CRC-32 of every saved array (0: nothing restored)
 
     # Saving --------------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
@@ -139,6 +137,21 @@ class TrainingState(keras.callbacks.Callback):
         atomic_write_bytes(self.path, buffer.getvalue())
 
     # Restoring -----------------------------------------------------------------------------
+    def summary(self) -> tuple[int, int]:
+        """(round the saved state continues from, CRC-32 of all its arrays); (0, 0) if none.
+
+        Reads the file only (creates no variable), so that multi-worker runs can compare their
+        states before restoring them (variable creation is itself a collective there).
+        """
+        if not os.path.exists(self.path):
+            return 0, 0
+        crc = 0
+        with np.load(self.path) as data:
+            for key in sorted(data.files):
+                crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
+            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        return int(meta["next_epoch"]), crc
+
     def restore(self, model) -> int:
         """Load the saved state into `model` & co.; returns the epoch to continue from (0 if none).
 
@@ -148,10 +161,6 @@ class TrainingState(keras.callbacks.Callback):
             return 0
         with np.load(self.path) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-            crc = 0
-            for key in sorted(data.files):
-                crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
-            self.fingerprint = crc
             if meta["num_model"] != len(model.weights):
                 raise ValueError(
                     f"the saved training state {self.path!r} holds {meta['num_model']} model "
@@ -180,5 +189,4 @@ class TrainingState(keras.callbacks.Callback):
                 self.early_stopping.set_state(meta["early_stopping"], best)
         self.history = list(meta["history"])
         self.stopped = bool(meta.get("stopped", False))
-        self.next_epoch = int(meta["next_epoch"])
-        return self.next_epoch
+        return int(meta["next_epoch"])

@@ -39,7 +39,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         return _train_and_evaluate(config, workdir)
     except tuple(PEER_ERRORS) as exc:
-        lost = lost_worker_error(exc, "between training steps") if _multi(config) else None
+        lost = lost_worker_error(exc, "outside a training step") if _multi(config) else None
         if lost is None:
             raise
         raise lost from None
