@@ -82,8 +82,12 @@ def lost_worker_error(exc: Exception, where: str) -> WorkerLostError | None:
     """
     if not isinstance(exc, PEER_ERRORS):
         return None
+    text = str(exc)
+    direct = isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError))
+    if not direct and not (_TASK.search(text) or "Collective ops is aborted" in text):
+        return None  # e.g. an InternalError of the program itself: keep TensorFlow's report
     me = _own_index()
-    named = [int(i) for i in _TASK.findall(str(exc)) if int(i) != me]
+    named = [int(i) for i in _TASK.findall(text) if int(i) != me]
     if named:
         who = describe_worker(named[0])
         was = "was lost"

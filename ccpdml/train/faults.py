@@ -7,9 +7,10 @@ per process. Points:
 - `train_step`: after a training step (mid validation round, between two saved states);
 - `ccp_reinit`: right after a CCP re-initialisation of the proxies (new anchor, λ), before the
   state of that round is saved;
-- `fold_export`: after a fold's test embeddings are saved, while its SavedModel is being exported
-  (before `result.json` marks the fold finished);
-- `ensemble`: during the ensemble evaluation, before `metrics.json` is written.
+- `fold_export`: in a fold's export phase: embedder weights and test embeddings saved, the fold's
+  SavedModel not yet exported and `result.json` (which marks the fold finished) not written;
+- `ensemble`: in the ensemble evaluation: ensemble metrics computed and its SavedModel exported,
+  `metrics.json` not yet written.
 
 `tests/train/test_faults.py` kills runs at each point and checks that rerunning the same command
 gives the metrics of an uninterrupted run.
