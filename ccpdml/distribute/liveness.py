@@ -24,7 +24,7 @@ import sys
 import tensorflow as tf
 
 from ccpdml.distribute.agreement import describe_worker, per_worker, worker_addresses
-from ccpdml.distribute.errors import WorkerLostError
+from ccpdml.distribute.errors import MultiWorkerError, WorkerLostError
 
 # Errors a collective raises when a peer stops answering.
 PEER_ERRORS = (
@@ -61,7 +61,17 @@ def join_cluster(make_strategy, timeout: float):
         stdin=subprocess.PIPE,
     )
     try:
-        strategy = make_strategy()
+        try:
+            strategy = make_strategy()
+        except tf.errors.UnknownError as exc:
+            if "gRPC server" not in str(exc):
+                raise
+            raise MultiWorkerError(
+                f"{describe_worker(me)} could not listen on its address: the port is in use "
+                "(another worker or an earlier run still alive on this machine?) or the address "
+                "is not this machine's. Free the port or fix TF_CONFIG's cluster list, then rerun "
+                "every worker with the same command."
+            ) from None
         per_worker(strategy, [1.0])  # returns once every worker takes part
         return strategy
     finally:

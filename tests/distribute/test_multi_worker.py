@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 
 import keras
 import numpy as np
@@ -185,4 +186,23 @@ def test_worker_that_never_starts_ends_the_other_after_startup_timeout(tmp_path)
     assert code not in (0, "timeout"), out[-3000:]
     assert f"worker 1 (127.0.0.1:{silent}) never connected" in out, out[-3000:]
     assert "waited 5 s (distribute.startup_timeout)" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_worker_whose_port_is_taken_says_so(tmp_path):
+    """Worker 0's port is held by another socket: it exits 1 naming its address, no traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        proc = start(
+            str(tmp_path / "worker0"),
+            TINY,
+            tmp_path / "worker0.log",
+            extra_env={"TF_CONFIG": tf_config([taken, free_port()], 0)},
+        )
+        code, out = finish(proc, timeout=TIMEOUT)
+    assert code == 1, out[-3000:]
+    assert f"worker 0 (127.0.0.1:{taken}) could not listen on its address" in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
