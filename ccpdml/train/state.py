@@ -12,12 +12,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 import zlib
 
 import keras
 import numpy as np
 
 from ccpdml.train.rundir import atomic_write_bytes
+
+# What a truncated or corrupt state file raises while it is read.
+_DAMAGED = (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, zlib.error)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -129,7 +133,8 @@ class TrainingState(keras.callbacks.Callback):
                 f"after validation round {next_epoch} the training state has non-finite values "
                 f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); it was NOT saved and "
                 f"the last good checkpoint {self.path!r} is kept. Lower optimizer.learning_rate "
-                "or set optimizer.clip_global_norm, and use a new --workdir."
+                "or set optimizer.clip_global_norm, and rerun the same command with the change "
+                "and --continue-with-changes (or use a new --workdir)."
             )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -146,10 +151,13 @@ class TrainingState(keras.callbacks.Callback):
         if not os.path.exists(self.path):
             return 0, 0
         crc = 0
-        with np.load(self.path) as data:
-            for key in sorted(data.files):
-                crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
-            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        try:
+            with np.load(self.path) as data:
+                for key in sorted(data.files):
+                    crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        except _DAMAGED as exc:
+            raise self._damaged(exc) from exc
         return int(meta["next_epoch"]), crc
 
     def restore(self, model) -> int:
@@ -159,6 +167,19 @@ class TrainingState(keras.callbacks.Callback):
         """
         if not os.path.exists(self.path):
             return 0
+        try:
+            return self._restore(model)
+        except _DAMAGED as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc) -> ValueError:
+        return ValueError(
+            f"the training state {self.path} is damaged ({type(exc).__name__}: {exc}) and "
+            "cannot be resumed from. Delete it and rerun the same command: this fold restarts "
+            "from its beginning (finished folds are kept)."
+        )
+
+    def _restore(self, model) -> int:
         with np.load(self.path) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             if meta["num_model"] != len(model.weights):
@@ -176,8 +197,12 @@ class TrainingState(keras.callbacks.Callback):
                         f"optimizer state mismatch in {self.path!r}: saved {meta['num_opt']} "
                         f"variables, the optimizer has {len(opt_vars)}; use a new --workdir"
                     )
+                # The learning rate comes from the config, not the checkpoint (the same value
+                # unless the run continues with changes, `train --continue-with-changes`).
+                rate = getattr(self.optimizer, "learning_rate", None)
                 for i, var in enumerate(opt_vars):
-                    var.assign(data[f"opt_{i}"])
+                    if var is not rate:
+                        var.assign(data[f"opt_{i}"])
             for i, var in enumerate(self.extra_variables[: meta["num_extra"]]):
                 var.assign(data[f"extra_{i}"])
             for name, obj in self.stateful.items():

@@ -14,7 +14,13 @@ import tensorflow as tf
 import data_pipelines
 from ccpdml.distribute import check_workers_fold_done, lost_worker_error
 from ccpdml.distribute.liveness import PEER_ERRORS
-from ccpdml.train.checks import check_classes, check_resumed_config, explain_data_error
+from ccpdml.train.checks import (
+    check_batches,
+    check_classes,
+    check_resumed_config,
+    check_weights_file,
+    explain_data_error,
+)
 from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
 from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import log, train_fold
@@ -30,14 +36,17 @@ def _folds(data_cfg) -> list[int]:
     return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:
     """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`.
 
+    `config.yaml` is written only once the whole configuration is checked against the data. An
+    existing run with a different config is refused, unless `allow_changes` and the changes can
+    be honoured (see `ccpdml.train.checks.check_resumed_config`; logged in `changes.log`).
     Under `multi_worker`, a peer lost outside the training steps (validation, test embeddings,
     agreement checks) raises the same `WorkerLostError` as one lost during a step.
     """
     try:
-        return _train_and_evaluate(config, workdir)
+        return _train_and_evaluate(config, workdir, allow_changes)
     except tuple(PEER_ERRORS) as exc:
         lost = lost_worker_error(exc, "outside a training step") if _multi(config) else None
         if lost is None:
@@ -49,15 +58,18 @@ def _multi(config) -> bool:
     return config.distribute.strategy == "multi_worker"
 
 
-def _train_and_evaluate(config, workdir: str) -> dict:
+def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
+    check_weights_file(config.model)
     run = RunDirectory(workdir)
     try:
-        check_resumed_config(run, config)
+        # The strategy first: multi-worker collectives must be configured before any TF op.
         strategy = make_strategy(config.distribute)
         data = data_pipelines.load(
             config.data.name, config.data.data_dir, **config.data.loader_options()
         )
         check_classes(data)
+        check_batches(config.data, data, _folds(config.data))
+        check_resumed_config(run, config, allow_changes)
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size
         )
