@@ -102,7 +102,7 @@ def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
     step = max(1, min(MAX_COMBINATIONS, len(repeats) ** len(folds)) // 10)
 
     def progress(done, total):
-        if done % step == 0 or done == total:
+        if total > 1 and (done % step == 0 or done == total):
             spent = time.monotonic() - started
             log(
                 f"test combinations {done}/{total} ({spent:.0f} s, "

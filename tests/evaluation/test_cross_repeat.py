@@ -1,69 +1,10 @@
 """Tests for ccpdml.evaluation.cross_repeat: the original's R^F fold combinations (METHOD §4.10)."""
 
-import itertools
-
 import numpy as np
 import pytest
+from cross_repeat_reference import check_against_reference, fake_fold_embeddings
 
 from ccpdml.evaluation import cross_repeat_metrics, fold_combinations, retrieval_metrics
-
-KEYS = ("precision_at_1", "r_precision", "map_at_r", "recall_at_1")
-
-
-def fake_fold_embeddings(repeats=3, folds=4, classes=6, per_class=3, dim=4, seed=0):
-    """embeddings[f][r] [N, dim]: noisy views of shared class centres, noise growing with r + f so
-    that combinations differ; norms > 1 so that the ball projection is active."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(classes), per_class)
-    centres = 3.0 * rng.standard_normal((classes, dim))
-    embeddings = [
-        [
-            centres[labels] + (0.8 + 0.5 * r + 0.2 * f) * rng.standard_normal((labels.size, dim))
-            for r in range(repeats)
-        ]
-        for f in range(folds)
-    ]
-    return embeddings, labels
-
-
-def _unit(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def reference(embeddings, labels):
-    """numpy reference of the original's loop: itertools.product order (= meshgrid 'ij'); the
-    concatenation of F unit-norm parts has norm sqrt(F); np.mean / np.std (ddof 0); worst and
-    best = argmin / argmax of the mean single-model MAP@R (first index on ties)."""
-    folds, repeats = len(embeddings), len(embeddings[0])
-    single = [[retrieval_metrics(e, labels) for e in per] for per in embeddings]
-    combos = list(itertools.product(range(repeats), repeat=folds))
-    concat, separated = [], []
-    for combo in combos:
-        parts = [_unit(embeddings[f][r]) for f, r in enumerate(combo)]
-        joined = np.concatenate(parts, axis=1) / np.sqrt(folds)
-        m = retrieval_metrics(joined, labels)
-        concat.append([m[k] for k in KEYS])
-        separated.append([np.mean([single[f][r][k] for f, r in enumerate(combo)]) for k in KEYS])
-    concat, separated = np.array(concat), np.array(separated)
-    mon = KEYS.index("map_at_r")
-    worst, best = np.argmin(separated[:, mon]), np.argmax(separated[:, mon])
-    return single, combos, concat, separated, worst, best
-
-
-def check_against_reference(result, embeddings, labels):
-    """Assert every statistic of `result` (a `cross_repeat_metrics` output) equals `reference`."""
-    _, combos, concat, separated, worst, best = reference(embeddings, labels)
-    assert result["count"] == result["total"] == len(combos)
-    assert not result["sampled"] and result["seed"] is None
-    assert [tuple(c["repeats"]) for c in result["combinations"]] == combos
-    assert result["worst"] == list(combos[worst]) and result["best"] == list(combos[best])
-    for name, table in (("ensemble", concat), ("folds_mean", separated)):
-        stats = result[name]
-        for j, key in enumerate(KEYS):
-            assert stats["mean"][key] == pytest.approx(table[:, j].mean(), abs=1e-6)
-            assert stats["std"][key] == pytest.approx(table[:, j].std(), abs=1e-6)
-            assert stats["worst"][key] == pytest.approx(table[worst, j], abs=1e-6)
-            assert stats["best"][key] == pytest.approx(table[best, j], abs=1e-6)
 
 
 def test_three_repeats_four_folds_match_numpy_reference():
