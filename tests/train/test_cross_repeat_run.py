@@ -104,3 +104,28 @@ def test_81_combinations_in_metrics_json_and_report(tmp_path, capsys):
     ]
     for text in want:
         assert text in row, (text, row)
+
+
+@pytest.mark.slow
+def test_single_fold_run_says_single_model_and_exports_no_ensemble(tmp_path, capsys):
+    """One fold (the conventional protocol), 2 repeats: no concatenation, no one-member ensemble
+    export, one headline line, and no 512D cells in the report."""
+    config = load_config(
+        os.path.join(ROOT, "experiments", "digits_contrastive.yaml"),
+        ["repeats=2", "data.num_folds=1", f"model.embedding_dim={DIM}"],
+    )
+    labels = data_pipelines.load("digit_pairs", None).test.labels
+    workdir = str(tmp_path / "runs" / "digits_1fold")
+    embeddings = _finished_folds(workdir, labels, repeats=2, folds=1)
+    metrics = train_and_evaluate(config, workdir)
+    maps = [retrieval_metrics(e, labels)["map_at_r"] for e in embeddings[0]]
+    assert metrics["test_description"] == "single model (1 fold), mean over 2 repeats"
+    assert metrics["test"]["map_at_r"] == pytest.approx(np.mean(maps), abs=1e-6)
+    assert metrics["test_combinations"]["ensemble"] is None
+    assert "test_repeat_ensembles" not in metrics and metrics["embedding_dim"]["ensemble"] is None
+    assert not os.path.exists(os.path.join(workdir, "export", "ensemble"))
+    out = capsys.readouterr().out
+    assert "concatenated" not in out and "ensemble" not in out.split("test: ")[-1]
+    assert report_main(str(tmp_path / "runs")) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits"))
+    assert row.split(" | ")[2:5] == ["–", "–", "–"]
