@@ -139,3 +139,25 @@ def test_report_imports_no_tensorflow(tmp_path):
 def test_missing_runs_directory_says_what_to_do(tmp_path, missing):
     with pytest.raises(FileNotFoundError, match="train something first"):
         collect_runs(str(tmp_path / missing))
+
+
+def test_metrics_json_from_before_the_cross_repeat_protocol(tmp_path):
+    """Older runs (no test_combinations): `test` is the 512D ensemble when there were several
+    folds, the single model otherwise; no spread, no worst / best."""
+    root = str(tmp_path)
+    test, mean = (
+        {"precision_at_1": 0.9, "r_precision": 0.6, "map_at_r": 0.55},
+        {
+            "precision_at_1": 0.8,
+            "r_precision": 0.5,
+            "map_at_r": 0.45,
+        },
+    )
+    old = {"experiment": "old", "test": test, "test_folds_mean": mean}
+    _run(root, "four", {**old, "folds": [{"fold": 1}, {"fold": 2}]}, {**CONFIG, "name": "old"})
+    _run(root, "one", {**old, "experiment": "old1", "folds": [{"fold": 1}]}, None)
+    text = format_report(group_runs(collect_runs(root)))
+    four = _row(text, "old |")
+    assert four[4] == "55.00" and four[7] == "45.00" and four[8] == "–"
+    one = _row(text, "old1")
+    assert one[4] == "–" and one[7] == "45.00"
