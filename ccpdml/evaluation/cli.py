@@ -274,13 +274,17 @@ def evaluate_main(argv=None):
     )
     print(f"{resolved['dataset']} test split: {len(labels)} images, {len(args.model)} model(s)")
     dims = {e.shape[1] for e in per_model}
-    shown = dict(rows)
-    if len(per_model) == 1:
-        shown = {describe_model(metas[0], per_model[0].shape[1]): rows["model"]}
-    else:
+    # Printed row names say what each model is (from its metadata); JSON keys stay stable.
+    shown = {
+        (f"fold_{i + 1}: " if len(per_model) > 1 else "") + describe_model(meta, emb.shape[1]): (
+            rows[f"fold_{i + 1}"] if len(per_model) > 1 else rows["model"]
+        )
+        for i, (meta, emb) in enumerate(zip(metas, per_model))
+    }
+    if len(per_model) > 1:
         mean_name = f"folds_mean ({dims.pop()}D)" if len(dims) == 1 else "folds_mean"
-        concat_name = f"concatenated ({sum(e.shape[1] for e in per_model)}D)"
-        shown[mean_name], shown[concat_name] = shown.pop("folds_mean"), shown.pop("concatenated")
+        shown[mean_name] = rows["folds_mean"]
+        shown[f"concatenated ({sum(e.shape[1] for e in per_model)}D)"] = rows["concatenated"]
     print(format_table(shown))
     if args.json:
         write_json(
