@@ -1,4 +1,4 @@
-"""Test-split evaluation of a run: fold embeddings, "128D" fold metrics, "512D" ensemble (§4.10)."""
+"""Test-split evaluation of a run: the original's cross-repeat protocol (§4.10) and the ensemble export."""
 
 from __future__ import annotations
 
