@@ -98,12 +98,15 @@ def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
         for f in folds
     ]
     fold_metrics = [[by_key[(f, r)]["test"] for r in repeats] for f in folds]
-    started = time.monotonic()
+    started = last = time.monotonic()
     step = max(1, min(MAX_COMBINATIONS, len(repeats) ** len(folds)) // 10)
 
     def progress(done, total):
-        if total > 1 and (done % step == 0 or done == total):
-            spent = time.monotonic() - started
+        # every 10 %, and at least every 30 s when single combinations are slow (SOP scale)
+        nonlocal last
+        now = time.monotonic()
+        if total > 1 and (done % step == 0 or done == total or now - last > 30):
+            last, spent = now, now - started
             log(
                 f"test combinations {done}/{total} ({spent:.0f} s, "
                 f"~{spent / done * (total - done):.0f} s left)"
