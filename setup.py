@@ -33,6 +33,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tf": ["tensorflow>=2.16"],
         "plots": ["matplotlib>=3.7"],
+        "faiss": ["faiss-cpu>=1.7"],  # optional exact search backend for very large galleries
         "dev": ["pytest>=8", "ruff>=0.5", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["ccpdml=ccpdml.cli:main"]},

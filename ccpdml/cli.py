@@ -19,6 +19,8 @@ COMMANDS = {
     "prepare": "prepare a benchmark dataset from manually downloaded files (TFDS)",
     "report": "markdown table of all runs next to the paper's numbers",
     "convert-bninception": "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights",
+    "index": "build a retrieval index of a gallery, or export it as a bytes -> neighbours model",
+    "search": "nearest gallery items of query images (JSON / CSV)",
 }
 
 
@@ -76,6 +78,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from ccpdml.models.convert_bninception import convert_main
 
         return convert_main(argv) or 0
+    if command in ("index", "search"):
+        from ccpdml.retrieval.cli import index_main, search_main
+
+        return (index_main if command == "index" else search_main)(argv) or 0
     raise AssertionError(command)
 
 

@@ -61,9 +61,14 @@ class Split:
         origins: optional str array [N], one per source item, naming where it came from (for an
             encoded benchmark: the image's file name in the official archive); used by error
             messages (default None).
+        fixed_shape: optional (H, W, C) every decoded image of a "paths"/"encoded" source must
+            have (checked per image: a differing image fails like an undecodable one); needed by
+            preprocessings that keep the native shape ("digits"). Default None (any shape).
     """
 
-    def __init__(self, labels, source, kind=None, rows=None, name="", origins=None):
+    def __init__(
+        self, labels, source, kind=None, rows=None, name="", origins=None, fixed_shape=None
+    ):
         source = np.asarray(source) if not isinstance(source, np.ndarray) else source
         kind = kind or _infer_kind(source)
         if kind not in SOURCE_KINDS:
@@ -94,14 +99,21 @@ class Split:
         self.kind = kind
         self.name = name
         self.origins = origins
+        self.fixed_shape = None if fixed_shape is None else tuple(int(d) for d in fixed_shape)
         self.num_classes = int(len(np.unique(self.labels)))
         self._tensors = None
         self._shared = {}
 
     @classmethod
-    def from_paths(cls, paths, labels, name=""):
+    def from_paths(cls, paths, labels, name="", fixed_shape=None):
         """Split over image files (str paths, decoded lazily with 3 channels)."""
-        return cls(labels, np.asarray(paths, dtype=np.str_), kind="paths", name=name)
+        return cls(
+            labels,
+            np.asarray(paths, dtype=np.str_),
+            kind="paths",
+            name=name,
+            fixed_shape=fixed_shape,
+        )
 
     @classmethod
     def from_encoded(cls, data, labels, name="", origins=None):
@@ -129,7 +141,7 @@ class Split:
         """(H, W, C) for a pixels source, (None, None, 3) for decoded files."""
         if self.kind == "pixels":
             return tuple(int(d) for d in self.source.shape[1:])
-        return (None, None, 3)
+        return self.fixed_shape or (None, None, 3)
 
     @property
     def contiguous_labels(self) -> bool:
@@ -175,6 +187,8 @@ class Split:
         if self.kind == "paths":
             item = tf.io.read_file(item)
         image = tf.io.decode_image(item, channels=3, expand_animations=False, dtype=tf.uint8)
+        if self.fixed_shape is not None:
+            return tf.ensure_shape(image, self.fixed_shape)
         image.set_shape([None, None, 3])
         return image
 
@@ -183,7 +197,8 @@ class Split:
         return tf.gather(self._lazy_tensors()[2], tf.cast(index, tf.int64))
 
     def undecodable_rows(self):
-        """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files).
+        """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files),
+        or differs from `fixed_shape`.
 
         Decodes every row once in a parallel tf.data pass that drops failing elements; meant for
         diagnosing a decode error after it happened, not for every run.
@@ -191,7 +206,10 @@ class Split:
         if self.kind == "pixels" or len(self) == 0:
             return np.zeros(0, np.int64)
         ds = tf.data.Dataset.range(len(self)).map(
-            lambda i: (i, tf.shape(self.load_image(i))), num_parallel_calls=tf.data.AUTOTUNE
+            # A value of the pixels (not tf.shape, folded away for a static shape) so that the
+            # shape check of a fixed_shape split runs too.
+            lambda i: (i, tf.reduce_max(self.load_image(i))),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
         good = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
         return np.asarray([i for i in range(len(self)) if i not in good], np.int64)
@@ -228,6 +246,7 @@ class Split:
             rows=self.rows[indices],
             name=self.name if name is None else name,
             origins=self.origins,
+            fixed_shape=self.fixed_shape,
         )
         split._shared = self._shared
         return split
@@ -246,6 +265,9 @@ class DMLData:
         image_shape: (H, W, C) of the decoded images when fixed, else None (default).
         default_preprocessing: name for `data_pipelines.preprocessing.get` (default "caffe_bgr").
         num_train_classes: number of training classes; default `train.num_classes`.
+        class_names: optional tuple, `class_names[label]` is the name of the class with that
+            label (train and test labels together; user datasets "folder" and "table"). Default
+            None.
     """
 
     name: str
@@ -255,6 +277,7 @@ class DMLData:
     image_shape: tuple | None = None
     default_preprocessing: str = "caffe_bgr"
     num_train_classes: int | None = None
+    class_names: tuple | None = None
 
     def __post_init__(self):
         if self.num_train_classes is None:

@@ -37,12 +37,26 @@ def _inshop(data_dir=None, **options):
     return load_inshop(data_dir, **options)
 
 
+def _folder(data_dir=None, **options):
+    from data_pipelines.folder import load_folder
+
+    return load_folder(data_dir, **options)
+
+
+def _table(data_dir=None, **options):
+    from data_pipelines.table import load_table
+
+    return load_table(data_dir, **options)
+
+
 DATASETS = {
     "digit_pairs": _digit_pairs,
     "cub200": _cub200,
     "cars196": _cars196,
     "sop": _sop,
     "inshop": _inshop,
+    "folder": _folder,
+    "table": _table,
 }
 
 
@@ -51,11 +65,13 @@ def load(name, data_dir=None, **options):
 
     Args:
         name: one of "digit_pairs" (offline default, built in memory), "cub200", "cars196",
-            "sop", "inshop" (prepared TFDS data, see `python -m ccpdml prepare`).
+            "sop", "inshop" (prepared TFDS data, see `python -m ccpdml prepare`), "folder"
+            (your images, one sub-folder per class) or "table" (a CSV of path, label, ...).
         data_dir: TFDS data directory for the benchmarks (default None: the TFDS default);
-            unused by "digit_pairs".
+            the folder ("folder") or the CSV file ("table"); unused by "digit_pairs".
         **options: passed to the loader (e.g. `images_per_class` for "digit_pairs",
-            `manual_dir` for the benchmarks).
+            `manual_dir` for the benchmarks, `test_fraction`, `split_seed`, `fixed_shape` for
+            "folder" / "table", see `data_pipelines.image_files.dataset_options`).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")

@@ -11,6 +11,12 @@ import data_pipelines
 from ccpdml.config.base import ConfigError, Section, check, choice, positive
 from ccpdml.losses import LOSSES, PROXY_LOSSES
 from ccpdml.models.embedding_head import POOLINGS
+from data_pipelines.image_files import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    USER_DATASETS,
+    dataset_options,
+)
 
 # The registries are the one source of the names a config may use.
 DATASETS = tuple(data_pipelines.DATASETS)
@@ -28,6 +34,10 @@ class DataConfig(Section):
     "caffe_bgr"); [s, s] is accepted as s; null keeps the native image shape ("digits").
     `folds` are MLRC model ids in 1..num_folds (`mlrc_fold`); null trains all of them;
     num_folds = 1 is the conventional protocol (one model on all training classes).
+    Your own images: `name: folder` (`data_dir`: one sub-folder per class) or `name: table`
+    (`data_dir`: a CSV of path, label, ...); `test_fraction` of the classes (seeded by
+    `split_seed`) are test classes unless the table gives a `split` column. Both keys apply
+    to these two datasets only.
     """
 
     name: str
@@ -40,6 +50,17 @@ class DataConfig(Section):
     folds: tuple[int, ...] | None = None
     eval_batch_size: int = 128
     candidate_batch_size: int = 128
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    split_seed: int = DEFAULT_SPLIT_SEED
+
+    def loader_options(self) -> dict:
+        """Keyword options of `data_pipelines.load` for this dataset ({} for the benchmarks)."""
+        return dataset_options(
+            self.name,
+            preprocessing=self.preprocessing,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+        )
 
     @classmethod
     def from_dict(cls, data, path=""):
@@ -62,6 +83,18 @@ class DataConfig(Section):
         )
         positive(self, "classes_per_batch", "samples_per_class", "num_folds")
         positive(self, "eval_batch_size", "candidate_batch_size")
+        if self.name in USER_DATASETS:
+            check(
+                0.0 < self.test_fraction < 1.0,
+                f"'test_fraction' must be in (0, 1), got {self.test_fraction}.",
+            )
+        else:
+            check(
+                (self.test_fraction, self.split_seed)
+                == (DEFAULT_TEST_FRACTION, DEFAULT_SPLIT_SEED),
+                f"'test_fraction' and 'split_seed' apply to the datasets {USER_DATASETS} only; "
+                f"{self.name!r} has fixed splits: remove them.",
+            )
         if self.folds is not None:
             bad = [f for f in self.folds if not 1 <= f <= self.num_folds]
             check(

@@ -249,8 +249,12 @@ def evaluate_main(argv=None):
     endpoints = [m.serve for m in loaded]
 
     import data_pipelines  # lazy: TF / TFDS start-up only for this command
+    from data_pipelines.image_files import export_data_source
 
-    data = data_pipelines.load(resolved["dataset"], args.data_dir)
+    data_dir, options = export_data_source(
+        resolved["dataset"], args.data_dir, metas[0], resolved["preprocessing"]
+    )
+    data = data_pipelines.load(resolved["dataset"], data_dir, **options)
     name = resolved["preprocessing"] or data.default_preprocessing
     preprocess = data_pipelines.preprocessing.get(name, resolved["image_size"])
     batches = data_pipelines.samplers.eval_batches(data.test, preprocess, args.batch_size)

@@ -16,10 +16,16 @@ from ccpdml.train.export import ensemble_model, export_saved_model
 
 def export_metadata(config, **fields) -> dict:
     """`ccpdml_export.json` contents: how `python -m ccpdml evaluate` feeds an exported model."""
+    data = config.data
+    source = {}
+    if data.loader_options():  # your own images: where they are and how classes were split
+        source = {"data_dir": os.path.abspath(data.data_dir), "test_fraction": data.test_fraction}
+        source["split_seed"] = data.split_seed
     return {
-        "dataset": config.data.name,
-        "preprocessing": config.data.preprocessing,
-        "image_size": config.data.image_size,
+        "dataset": data.name,
+        "preprocessing": data.preprocessing,
+        "image_size": data.image_size,
+        **source,
         **fields,
     }
 

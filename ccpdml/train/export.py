@@ -1,40 +1,171 @@
-"""Export embedding models as TensorFlow SavedModels (input: preprocessed images, output: embeddings).
+"""Export embedding models as servable TensorFlow SavedModels.
 
-Every export directory also holds `ccpdml_export.json`, which tells `python -m ccpdml evaluate` how to
-feed the model: dataset name, preprocessing name, image size, embedding size, fold, ensemble members.
-The SavedModel's serving endpoint is `serve`, the Keras 3 default.
+Every export has three endpoints (also SavedModel signatures, so TensorFlow Serving sees them;
+`serve` is `serving_default`):
+
+- `serve`: float32 preprocessed images [B, H, W, C] → embeddings [B, D] (the Keras default);
+- `serve_bytes`: encoded images (JPEG, PNG, GIF, BMP), string [B] → {"embeddings": [B, D]};
+- `serve_images`: uint8 images [B, h, w, c] (one size per batch) → {"embeddings": [B, D]}.
+
+The last two decode and apply the experiment's *evaluation* preprocessing inside the graph
+(`data_pipelines.preprocessing`, e.g. caffe-BGR resize + centre crop), so a client sends raw
+images and needs TensorFlow only (no ccpdml): ``tf.saved_model.load(path).serve_bytes(jpegs)``.
+Each directory also holds `ccpdml_export.json`: dataset, preprocessing, image size, embedding
+size, fold, ensemble members, and `signatures` describing the endpoints.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 
 import keras
+import tensorflow as tf
 
+import data_pipelines
 from ccpdml.layers import BallNormalization
+from ccpdml.train.rundir import atomic_write_json
 
 METADATA_FILE = "ccpdml_export.json"
 
 
-def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
-    """Export `model` to `path` atomically (a temporary sibling directory renamed into place)."""
+def image_decoder(preprocessing: str, image_size, input_shape):
+    """(decode(bytes) → uint8 image, preprocess(uint8 image) → model input) as TF functions.
+
+    Decoding keeps `input_shape[-1]` channels for shape-keeping preprocessings ("digits"), 3 for
+    the crop-based ones. The preprocessed image is checked against `input_shape` (H, W, C).
+    """
+    prep = data_pipelines.preprocessing.get(preprocessing, image_size)
+    crop = data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"]
+    channels = 3 if crop else int(input_shape[-1])
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image.set_shape([None, None, channels])
+        return image
+
+    def preprocess(image):
+        return tf.ensure_shape(prep.eval(image), input_shape)
+
+    return decode, preprocess, channels
+
+
+def serving_functions(model: keras.Model, preprocessing: str, image_size) -> dict:
+    """{name: (tf.function, input signature)} of the image endpoints of `model` (module doc)."""
+    input_shape = tuple(model.input_shape[1:])
+    decode, preprocess, channels = image_decoder(preprocessing, image_size, input_shape)
+    element = tf.TensorSpec(input_shape, tf.float32)
+
+    def embed(x):
+        return {"embeddings": model(x, training=False)}
+
+    def from_bytes(images):
+        return embed(
+            tf.map_fn(lambda b: preprocess(decode(b)), images, fn_output_signature=element)
+        )
+
+    def from_pixels(images):
+        return embed(tf.map_fn(preprocess, images, fn_output_signature=element))
+
+    return {
+        "serve_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="images")]),
+        "serve_images": (
+            from_pixels,
+            [tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")],
+        ),
+    }
+
+
+def signature_metadata(model: keras.Model, preprocessing: str | None) -> dict:
+    """The `signatures` entry of `ccpdml_export.json` (image endpoints with a preprocessing)."""
+    shape = [None, *model.input_shape[1:]]
+    dim = int(model.output_shape[-1])
+    signatures = {
+        "serve": {
+            "inputs": {"images": {"dtype": "float32", "shape": shape}},
+            "outputs": {"output_0": {"dtype": "float32", "shape": [None, dim]}},
+            "note": f"inputs already preprocessed ({preprocessing or 'no preprocessing named'})",
+        }
+    }
+    if preprocessing is None:
+        return signatures
+    crop = data_pipelines.preprocessing.PREPROCESSINGS[preprocessing]["crop"]
+    channels = 3 if crop else shape[-1]
+    embeddings = {"embeddings": {"dtype": "float32", "shape": [None, dim]}}
+    signatures["serve_bytes"] = {
+        "inputs": {"images": {"dtype": "string", "shape": [None]}},
+        "outputs": embeddings,
+        "note": f"encoded JPEG/PNG/GIF/BMP files; decoding and {preprocessing!r} evaluation "
+        "preprocessing in the graph",
+    }
+    signatures["serve_images"] = {
+        "inputs": {"images": {"dtype": "uint8", "shape": [None, None, None, channels]}},
+        "outputs": embeddings,
+        "note": f"decoded images of one size per batch; {preprocessing!r} evaluation "
+        "preprocessing in the graph",
+    }
+    return signatures
+
+
+def replace_directory(write, path: str) -> str:
+    """Call `write(target)` on a new temporary sibling directory, then rename it to `path`.
+
+    Readers see the old directory or the complete new one; an interrupted write leaves only a
+    hidden `.export-*` temporary (removed on the way out when Python survives).
+    """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         target = os.path.join(tmp, "model")
-        model.export(target, format="tf_saved_model", verbose=False)
-        with open(os.path.join(target, METADATA_FILE), "w", encoding="utf-8") as handle:
-            json.dump(metadata, handle, indent=2)
+        os.makedirs(target)
+        write(target)
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def write_metadata(directory: str, metadata: dict) -> None:
+    """Write `ccpdml_export.json` into `directory` (atomically)."""
+    atomic_write_json(os.path.join(directory, METADATA_FILE), metadata)
+
+
+def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:
+    """Export `model` with its endpoints to `path` atomically (module docstring).
+
+    With `metadata["preprocessing"]` (and `image_size`, as the trainer writes them) the image
+    endpoints `serve_bytes` / `serve_images` are added; without it (a model that does not take
+    images) only `serve`. The `signatures` entry of the metadata describes what was exported.
+    """
+    preprocessing, size = metadata.get("preprocessing"), metadata.get("image_size")
+    serve_shape = [None, *model.input_shape[1:]]
+    if preprocessing is not None and len(serve_shape) != 4:
+        raise ValueError(
+            f"image endpoints need a model taking images [B, H, W, C]; this one takes "
+            f"{serve_shape}. Drop 'preprocessing' from the metadata to export `serve` only."
+        )
+    functions = serving_functions(model, preprocessing, size) if preprocessing else {}
+
+    def write(target):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            tf.function(lambda images: model(images, training=False)),
+            input_signature=[tf.TensorSpec(serve_shape, tf.float32)],
+        )
+        for name, (fn, signature) in functions.items():
+            archive.add_endpoint(name, tf.function(fn), input_signature=signature)
+        archive.write_out(target, verbose=False)
+        write_metadata(target, metadata)
+
+    signatures = signature_metadata(model, preprocessing)
+    metadata = {**metadata, "signatures": signatures}
+    return replace_directory(write, path)
 
 
 def ensemble_model(members: list[keras.Model], input_shape) -> keras.Model:

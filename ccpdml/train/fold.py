@@ -195,9 +195,6 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
             ensemble_members=1,
         ),
     )
-    proxies = None
-    if built.proxy_bank is not None:
-        proxies = keras.ops.convert_to_numpy(built.proxy_bank.proxies)
     plots.fold_plots(
         run.file("plots"),
         f"r{repeat}_f{fold}",
@@ -205,8 +202,9 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
         config.training.monitor,
         config.training.validate_every,
         test_embeddings,
-        data.test.labels,
-        proxies,
+        data.test,
+        query_count=data.test_query_count,
+        class_names=data.class_names,
     )
     return test
 

@@ -1,5 +1,9 @@
-"""PNG plots of a fold: validation curve with CCP instance boundaries, 2-D view of test embeddings.
+"""PNG plots of a fold: validation curve with CCP instance boundaries, retrieval examples.
 
+`<tag>_retrieval.png` shows example test queries (one per class, classes drawn with a fixed seed)
+with their top-k neighbours, found with the metrics' conventions (`ccpdml.retrieval`: queries
+against the gallery when the test split has a query block, else leave-one-out), each neighbour
+framed green with "✓" when it has the query's class and red with "✗" otherwise.
 matplotlib is optional (`pip install ccpdml[plots]`); without it the plots are skipped with a note.
 """
 
@@ -22,20 +26,12 @@ def _pyplot():
     return plt
 
 
-def _pca_2d(x: np.ndarray, extra: np.ndarray | None = None):
-    mean = x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    basis = vt[:2].T
-    return (x - mean) @ basis, None if extra is None else (extra - mean) @ basis
+def fold_plots(directory, tag, history, monitor, validate_every, embeddings, test, **retrieval):
+    """Write `<tag>_validation.png` and `<tag>_retrieval.png` into `directory`.
 
-
-def _ball(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norms > 1.0, x / np.maximum(norms, 1e-12), x)
-
-
-def fold_plots(directory, tag, history, monitor, validate_every, embeddings, labels, proxies=None):
-    """Write `<tag>_validation.png` and `<tag>_embeddings.png` into `directory`."""
+    `test` is the test `Split` embedded as `embeddings`; `retrieval` goes to `retrieval_examples`
+    (query_count, class_names, num_queries, k).
+    """
     plt = _pyplot()
     if plt is None:
         return []
@@ -61,18 +57,71 @@ def fold_plots(directory, tag, history, monitor, validate_every, embeddings, lab
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    emb = _ball(np.asarray(embeddings, dtype=np.float64))
-    prox = None if proxies is None else _ball(np.asarray(proxies, dtype=np.float64))
-    xy, pxy = _pca_2d(emb, prox)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(labels) % 20, cmap="tab20", s=6, alpha=0.7)
-    if pxy is not None:
-        ax.scatter(pxy[:, 0], pxy[:, 1], marker="x", c="black", s=12, label="training proxies")
-        ax.legend(loc="best")
-    ax.set_title(f"{tag}: test embeddings (PCA of ball-normalised vectors)")
-    path = os.path.join(directory, f"{tag}_embeddings.png")
+    written.append(retrieval_examples(plt, directory, tag, embeddings, test, **retrieval))
+    return written
+
+
+def _pick_queries(labels, candidates, num_queries, seed):
+    """Up to `num_queries` query rows: one random row of each of randomly drawn classes."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels[candidates])
+    chosen = np.sort(rng.choice(classes, size=min(num_queries, len(classes)), replace=False))
+    return np.asarray([rng.choice(candidates[labels[candidates] == c]) for c in chosen])
+
+
+def _show(ax, image, frame, text):
+    image = np.asarray(image)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(frame)
+        spine.set_linewidth(4)
+    ax.set_title(text, fontsize=8, color=frame if frame != "black" else "black")
+
+
+def retrieval_examples(
+    plt, directory, tag, embeddings, test, query_count=None, class_names=None, num_queries=8, k=5
+):
+    """Write `<tag>_retrieval.png`: queries (rows) and their top-k neighbours (module doc)."""
+    from ccpdml.retrieval import RetrievalIndex
+
+    labels = test.labels
+    n = len(labels)
+    queries = np.arange(query_count) if query_count else np.arange(n)
+    gallery = np.arange(query_count, n) if query_count else np.arange(n)
+    k = min(k, len(gallery) - (not query_count))
+    rows = _pick_queries(labels, queries, num_queries, seed=0)
+    index = RetrievalIndex(embeddings[gallery], gallery.astype(str), labels[gallery])
+    exclude = None if query_count else rows  # leave-one-out: never retrieve the query itself
+    found = index.search(embeddings[rows], k, exclude=exclude)
+
+    def name(label):
+        return class_names[int(label)] if class_names else str(int(label))
+
+    fig, axes = plt.subplots(
+        len(rows), k + 1, figsize=(1.7 * (k + 1), 1.6 * len(rows)), squeeze=False
+    )
+    correct = 0
+    for i, row in enumerate(rows):
+        _show(axes[i, 0], test.load_image(int(row)), "black", f"query\nclass {name(labels[row])}")
+        for j in range(k):
+            g = int(gallery[found.indices[i, j]])
+            ok = labels[g] == labels[row]
+            correct += int(ok)
+            mark, frame = ("✓", "tab:green") if ok else ("✗", "tab:red")
+            text = f"{mark} {name(labels[g])}\nd={found.distances[i, j]:.3f}"
+            _show(axes[i, j + 1], test.load_image(g), frame, text)
+    fig.suptitle(
+        f"{tag}: test queries and their top-{k} neighbours "
+        f"({correct}/{len(rows) * k} of the shown neighbours share the query's class)",
+        fontsize=9,
+    )
     fig.tight_layout()
+    path = os.path.join(directory, f"{tag}_retrieval.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path

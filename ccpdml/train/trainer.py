@@ -31,7 +31,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         check_resumed_config(run, config)
         strategy = make_strategy(config.distribute)
-        data = data_pipelines.load(config.data.name, config.data.data_dir)
+        data = data_pipelines.load(
+            config.data.name, config.data.data_dir, **config.data.loader_options()
+        )
         check_classes(data)
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size

@@ -54,7 +54,7 @@ def test_run_directory_contents(tiny_run):
         assert os.path.exists(os.path.join(export, "saved_model.pb")), export
         assert os.path.exists(os.path.join(export, "ccpdml_export.json"))
     plots = os.listdir(os.path.join(workdir, "plots"))
-    assert "r0_f1_validation.png" in plots and "r0_f1_embeddings.png" in plots
+    assert "r0_f1_validation.png" in plots and "r0_f1_retrieval.png" in plots
 
 
 @pytest.mark.slow
