@@ -114,17 +114,14 @@ def test_spread_over_combinations_and_single_fold_rows(tmp_path):
 
 
 def test_report_imports_no_tensorflow(tmp_path):
-    """The report code path (ccpdml/report.py and everything it imports, the --output write
-    included) must not import TensorFlow or Keras. The package `__init__` is bypassed with a bare
-    package module, so that this checks the report's own imports."""
+    """`python -m ccpdml report` (the CLI entry, ccpdml/report.py and everything it imports, the
+    --output write included) must not import TensorFlow or Keras."""
     root = str(tmp_path / "runs")
     _run(root, "a", _metrics(0.8), CONFIG)
     code = (
-        "import sys, types\n"
-        f"pkg = types.ModuleType('ccpdml'); pkg.__path__ = [{os.path.join(ROOT, 'ccpdml')!r}]\n"
-        "sys.modules['ccpdml'] = pkg\n"
-        "from ccpdml.report import report_main\n"
-        f"assert report_main({root!r}, {str(tmp_path / 'out.md')!r}) == 0\n"
+        "import sys\n"
+        "from ccpdml.cli import main\n"
+        f"assert main(['report', {root!r}, '--output', {str(tmp_path / 'out.md')!r}]) == 0\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print('HEAVY', heavy)\n"
     )
