@@ -75,6 +75,7 @@ def retrieval_metrics(
     nmi=False,
     normalize=True,
     seed=0,
+    progress=None,
 ):
     """Exact retrieval metrics of queries against references (MLRC definitions, METHOD §6).
 
@@ -108,6 +109,8 @@ def retrieval_metrics(
         nmi: also compute NMI with k-means, default False (slow for many classes).
         normalize: apply the ball projection first, default True.
         seed: k-means random state, default 0.
+        progress: None (default) or a callable `progress(done, total)` called after each query
+            chunk with the number of valid queries done and their total (progress display).
 
     Returns:
         dict of Python floats: precision_at_1, r_precision, map_at_r, recall_at_{k} for each k,
@@ -167,6 +170,8 @@ def retrieval_metrics(
     chunk_size = int(chunk_size)
     buf = None
     for start in range(0, valid.size, chunk_size):
+        if progress is not None and start:
+            progress(start, valid.size)
         idx = valid[start : start + chunk_size]
         c = idx.size
         q_aug = np.empty((c, q.shape[1] + 1), dtype=np.float32)

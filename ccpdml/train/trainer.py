@@ -21,14 +21,9 @@ from ccpdml.train.checks import (
 )
 from ccpdml.train.evaluate import Embedder, evaluate_test, test_summary
 from ccpdml.train.fold import log, train_fold
+from ccpdml.train.fold import run_folds as _folds
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
 from ccpdml.train.strategy import make_strategy
-
-
-def _folds(data_cfg) -> list[int]:
-    if data_cfg.num_folds <= 1:
-        return [1]
-    return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
 
 
 def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:
