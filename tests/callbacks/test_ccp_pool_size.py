@@ -12,7 +12,7 @@ import pytest
 
 from ccpdml.callbacks import CCPCallback
 from ccpdml.config import ConfigError, load_config
-from ccpdml.layers import ProxyBank
+from ccpdml.layers import CCPState, ProxyBank
 from ccpdml.losses import ContrastiveLoss
 from ccpdml.losses.ccp import CCPLoss
 
@@ -33,15 +33,16 @@ class Draws:
 
 @pytest.mark.parametrize("pool_size, draws", [(2, 2 * K), (1, K), (K, K), (5, 5)])
 def test_reinitialisation_draws_and_picks_from_the_pool(pool_size, draws):
+    net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(DIM)])
     inputs = keras.Input((8,))
     bank = ProxyBank(C, proxies_per_class=K)
-    model = keras.Model(inputs, bank(keras.layers.Dense(DIM)(inputs)))
-    loss = CCPLoss(ContrastiveLoss(), bank)
-    loss.bind(model)
+    state = CCPState(net, bank)
+    model = keras.Model(inputs, state(bank(net(inputs))))
+    model.compile(optimizer="sgd", loss=CCPLoss(ContrastiveLoss(), state))
     source = Draws()
-    ccp = CCPCallback(loss, source, pool_size=pool_size, verbose=0)
+    ccp = CCPCallback(source, pool_size=pool_size, verbose=0)
     ccp.set_model(model)
-    ccp.on_train_begin()
+    ccp.on_epoch_begin(0)
     assert len(source.calls) == draws
     pool = np.stack(source.calls, axis=1)  # [C, M, D]
     proxies = bank.proxies_by_class().numpy()  # [C, K, D]
