@@ -147,12 +147,9 @@ class CCPConfig(Section):
     random_init: bool = False
 
     def __post_init__(self):
+        # Any pool_size >= 1 is valid, as in the original (METHOD §3.5): b >= K draws b candidates
+        # per class, 1 < b < K draws b·K, b = 1 takes K random draws without k-center.
         positive(self, "proxies_per_class", "pool_size", "patience")
-        check(
-            self.pool_size >= self.proxies_per_class,
-            f"'pool_size' ({self.pool_size}) must be >= 'proxies_per_class' "
-            f"({self.proxies_per_class}): k-center picks the proxies from the pool.",
-        )
         for name in ("regularization", "decay", "in_batch_weight", "proxy_weight"):
             check(getattr(self, name) >= 0, f"'{name}' must be >= 0, got {getattr(self, name)}.")
 

@@ -21,14 +21,12 @@ from ccpdml.train.checks import (
     check_weights_file,
     explain_data_error,
 )
-from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
+from ccpdml.train.evaluate import Embedder, evaluate_test, test_summary
 from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import log, train_fold
 from ccpdml.train.fold import run_folds as _folds
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
 from ccpdml.train.strategy import make_strategy
-
-HEADLINE_KEYS = ("map_at_r", "r_precision", "precision_at_1")
 
 
 def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:
@@ -97,19 +95,16 @@ def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
                 results.append(result)
         test_batches = data_pipelines.samplers.eval_batches(data.test, preprocess, 1, cache=False)
         input_shape = tuple(test_batches.element_spec[0].shape[1:])
-        ensemble = evaluate_ensemble(config, run, data, results, input_shape)
+        test = evaluate_test(config, run, data, results, input_shape, log)
         fault_point("ensemble")
-        folds_mean = mean_metrics([r["test"] for r in results])
-        ensemble_mean = mean_metrics([e["test"] for e in ensemble["repeats"]])
-        several = len(_folds(config.data)) > 1
         metrics = {
             "experiment": config.name,
-            "test": ensemble_mean if several else folds_mean,
-            "test_folds_mean": folds_mean,
-            "test_ensemble": ensemble["repeats"],
+            **test,
             "embedding_dim": {
                 "fold": config.model.embedding_dim,
-                "ensemble": config.model.embedding_dim * len(_folds(config.data)),
+                "ensemble": config.model.embedding_dim * len(_folds(config.data))
+                if len(_folds(config.data)) > 1
+                else None,
             },
             "folds": [
                 {k: v for k, v in r.items() if k != "history"} | {"history": r["history"]}
@@ -117,18 +112,8 @@ def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
             ],
         }
         atomic_write_json(run.file("metrics.json"), metrics)
-        headline = metrics["test"]
-        log(
-            "test ("
-            + (
-                f"concatenated ensemble of {len(_folds(config.data))} folds"
-                if several
-                else "single model"
-            )
-            + "): "
-            + ", ".join(f"{k} {headline[k]:.4f}" for k in HEADLINE_KEYS)
-        )
-        log("test (mean of folds): " + ", ".join(f"{k} {folds_mean[k]:.4f}" for k in HEADLINE_KEYS))
+        for line in test_summary(metrics):
+            log(line)
         log(f"metrics: {run.file('metrics.json')}; exports: {run.file('export')}")
         return metrics
     finally:
