@@ -1,7 +1,7 @@
 """Exact k-nearest-neighbour search by the key ‖r‖² − 2<q, r> on cache-sized tiles (METHOD §6).
 
 `exact_top_k` is the kernel of `retrieval_metrics`. The product Q·Rᵀ is computed one tile of
-`block × block` entries at a time (4 MB at the default 1024, resident in L2/L3) and selection
+`block × block` entries at a time (16 MB at the default 2048, resident in L3) and selection
 runs on the tile while it is in cache; nothing of size [chunk, N] is written to memory.
 
 Exactness. A tile gives approximate keys a (float32 BLAS); the reference key of a pair is
@@ -129,7 +129,7 @@ class _Store:
         self.budget = max(2 * self.size, 16 * self.n_rows)
 
 
-def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=1024):
+def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048):
     """Indices of the k[i] smallest keys ‖r_j‖² − 2<q_i, r_j> per query, ties to the lower j.
 
     Args:
@@ -139,7 +139,7 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=1024):
         symmetric: leave-one-out on q (references = queries, query i excludes itself), computing
             only the upper-triangle tiles. Default False.
         exclude: optional int array [Nq]: reference excluded for each query (−1 for none).
-        block: rows and columns per tile, default 1024 (memory ~ 3 · 4 · block² bytes + the
+        block: rows and columns per tile, default 2048 (memory ~ 3 · 4 · block² bytes + the
             candidates, O(N · k)).
 
     Returns:

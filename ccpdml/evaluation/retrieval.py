@@ -42,7 +42,7 @@ def retrieval_metrics(
     reference_labels=None,
     *,
     ks=(1,),
-    chunk_size=1024,
+    chunk_size=2048,
     nmi=False,
     normalize=True,
     seed=0,
@@ -78,7 +78,7 @@ def retrieval_metrics(
         reference_embeddings: float array [Nr, D] or None (default: leave-one-out on the queries).
         reference_labels: array [Nr] or None; given together with `reference_embeddings`.
         ks: recall cut-offs, default (1,).
-        chunk_size: rows and columns per tile, default 1024 (peak memory ~ 12 · chunk_size²
+        chunk_size: rows and columns per tile, default 2048 (peak memory ~ 12 · chunk_size²
             bytes plus O(N · (D + k)); about 100 MB at SOP scale).
         nmi: also compute NMI with k-means, default False (slow for many classes).
         normalize: apply the ball projection first, default True.
