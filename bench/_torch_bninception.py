@@ -23,7 +23,10 @@ def _blocks_table():
     with open(path) as fh:
         tree = ast.parse(fh.read())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "BN_INCEPTION_BLOCKS":
+        if (
+            isinstance(node, ast.Assign)
+            and getattr(node.targets[0], "id", "") == "BN_INCEPTION_BLOCKS"
+        ):
             return ast.literal_eval(node.value)
     raise RuntimeError(f"BN_INCEPTION_BLOCKS not found in {path}")
 

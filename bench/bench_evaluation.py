@@ -33,8 +33,9 @@ import types
 import numpy as np
 from _common import REPO, peak_rss_mb, print_result, run_worker
 
-# noise: per-image Gaussian noise of make_data (class centres keep spread 0.5).
-DIFFICULTIES = {"clustered": {"noise": 0.75}, "hard": {"noise": 1.05}}
+# noise: per-image Gaussian noise of make_data (class centres keep spread 0.5). Calibrated at
+# 60,502 × 128: noise 0.75 → MAP@R 0.414, 0.85 → 0.227, 0.88 → 0.188 (0.87 → ≈ 0.20).
+DIFFICULTIES = {"clustered": {"noise": 0.75}, "hard": {"noise": 0.87}}
 
 
 def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.75):

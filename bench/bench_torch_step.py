@@ -158,7 +158,7 @@ def run(args):
     workers = {"ccpdml": ccp, "pytorch": torch}
     times = {f"{w}_{what}": [] for w in workers for what in ("step", "forward")}
     for what in ("step", "forward"):
-        for name, w in workers.items():  # one untimed warm-up round
+        for w in workers.values():  # one untimed warm-up round
             w.time(what, args.steps)
         for r in range(args.rounds):
             for name in list(workers)[:: 1 if r % 2 == 0 else -1]:

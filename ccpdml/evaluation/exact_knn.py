@@ -244,7 +244,5 @@ def _finish(store, q, r, row0, k, thr, eps, width):
     rows, cols, _ = store.arrays()
     qd = q[rows + row0].astype(np.float64)
     rd = r[cols].astype(np.float64)
-    exact = (np.einsum("ij,ij->i", rd, rd) - 2.0 * np.einsum("ij,ij->i", qd, rd)).astype(
-        np.float32
-    )
+    exact = (np.einsum("ij,ij->i", rd, rd) - 2.0 * np.einsum("ij,ij->i", qd, rd)).astype(np.float32)
     return _first_k_per_row(rows, cols, exact, k, store.n_rows, width)

@@ -8,6 +8,7 @@ from ccpdml.evaluation.exact_knn import exact_top_k
 
 DEVICES = ("auto", "numpy", "tensorflow")
 
+
 def ball_normalize_np(x):
     """NL(v) = v if ‖v‖ <= 1 else v/‖v‖, row-wise, float32 (METHOD §1.4)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
@@ -152,7 +153,9 @@ def retrieval_metrics(
     sums = {
         "precision_at_1": float(rel[:, 0].sum()),
         "r_precision": float((hits[rows, r_q - 1] / r_q).sum()),
-        "map_at_r": float(((prec * rel * (ranks[None, :] <= r_q[:, None])).sum(axis=1) / r_q).sum()),
+        "map_at_r": float(
+            ((prec * rel * (ranks[None, :] <= r_q[:, None])).sum(axis=1) / r_q).sum()
+        ),
     }
     for kk in ks:
         sums[f"recall_at_{kk}"] = float((hits[rows, np.minimum(kk, k_v) - 1] > 0).sum())
