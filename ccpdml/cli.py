@@ -1,31 +1,41 @@
-"""Command line: `python -m ccpdml {train,evaluate,metrics,prepare,report,convert-bninception}`.
+"""Command line: `python -m ccpdml COMMAND [options]` (table `COMMANDS`).
 
-Each sub-command parses its own arguments and calls an importable function; nothing here holds logic.
-TensorFlow is imported only by the sub-command that needs it, so `--help` is instant.
+Each sub-command parses its own arguments and calls an importable function; nothing here holds
+logic. TensorFlow is imported only by the sub-command that needs it, so `--help` is instant.
+Every failure a user can cause ends in a short message on stderr and a non-zero exit
+(`ccpdml.cli_errors`); `--debug` (anywhere on the line) shows the traceback instead.
+
+To add a sub-command, add a `Command` to `COMMANDS` whose `run(argv) -> int` imports its module
+inside the function (keeps `--help` free of TensorFlow).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = {
-    "train": "train an experiment (all MLRC folds), evaluate it and export SavedModels",
-    "evaluate": "evaluate exported SavedModel(s) on a dataset's test split",
-    "metrics": "retrieval metrics of embeddings stored as .npy files",
-    "prepare": "prepare a benchmark dataset from manually downloaded files (TFDS)",
-    "report": "markdown table of all runs next to the paper's numbers",
-    "convert-bninception": "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights",
-    "index": "build a retrieval index of a gallery, or export it as a bytes -> neighbours model",
-    "search": "nearest gallery items of query images (JSON / CSV)",
-}
+DEBUG_FLAG = "--debug"
 
 
-def _train_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ccpdml train", description=COMMANDS["train"])
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One sub-command: `run(argv) -> exit code` and a one-line description."""
+
+    run: Callable[[list[str]], int]
+    help: str
+
+
+def _train(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ccpdml train",
+        description=COMMANDS["train"].help,
+        epilog="Rerunning the same command resumes an interrupted run (Ctrl-C, kill, crash).",
+    )
     parser.add_argument(
         "--config", required=True, help="experiment YAML, e.g. experiments/cub_c2_ccp.yaml"
     )
@@ -38,17 +48,24 @@ def _train_main(argv: list[str]) -> int:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.patience=10 (repeatable)",
     )
+    parser.add_argument(
+        "--continue-with-changes",
+        action="store_true",
+        help="resume an existing run directory although the config changed (only optimizer, "
+        "training and evaluation settings, e.g. a lower optimizer.learning_rate after a "
+        "non-finite loss); the change is appended to <workdir>/changes.log",
+    )
     args = parser.parse_args(argv)
     from ccpdml.config import load_config
     from ccpdml.train import train_and_evaluate
 
     config = load_config(args.config, overrides=args.overrides)
-    train_and_evaluate(config, args.workdir)
+    train_and_evaluate(config, args.workdir, allow_changes=args.continue_with_changes)
     return 0
 
 
-def _report_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ccpdml report", description=COMMANDS["report"])
+def _report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ccpdml report", description=COMMANDS["report"].help)
     parser.add_argument("runs", nargs="?", default="runs", help="directory holding run directories")
     parser.add_argument("--output", help="also write the markdown to this file")
     args = parser.parse_args(argv)
@@ -57,54 +74,94 @@ def _report_main(argv: list[str]) -> int:
     return report_main(args.runs, args.output)
 
 
-def _dispatch(command: str, argv: list[str]) -> int:
-    if command == "train":
-        return _train_main(argv)
-    if command == "report":
-        return _report_main(argv)
-    if command == "evaluate":
-        from ccpdml.evaluation.cli import evaluate_main
+def _evaluate(argv: list[str]) -> int:
+    from ccpdml.evaluation.cli import evaluate_main
 
-        return evaluate_main(argv) or 0
-    if command == "metrics":
-        from ccpdml.evaluation.cli import metrics_main
+    return evaluate_main(argv) or 0
 
-        return metrics_main(argv) or 0
-    if command == "prepare":
-        from data_pipelines.builders.cli import prepare_main
 
-        return prepare_main(argv) or 0
-    if command == "convert-bninception":
-        from ccpdml.models.convert_bninception import convert_main
+def _metrics(argv: list[str]) -> int:
+    from ccpdml.evaluation.cli import metrics_main
 
-        return convert_main(argv) or 0
-    if command in ("index", "search"):
-        from ccpdml.retrieval.cli import index_main, search_main
+    return metrics_main(argv) or 0
 
-        return (index_main if command == "index" else search_main)(argv) or 0
-    raise AssertionError(command)
+
+def _prepare(argv: list[str]) -> int:
+    from data_pipelines.builders.cli import prepare_main
+
+    return prepare_main(argv) or 0
+
+
+def _convert(argv: list[str]) -> int:
+    from ccpdml.models.convert_bninception import convert_main
+
+    return convert_main(argv) or 0
+
+
+def _index(argv: list[str]) -> int:
+    from ccpdml.retrieval.cli import index_main
+
+    return index_main(argv) or 0
+
+
+def _search(argv: list[str]) -> int:
+    from ccpdml.retrieval.cli import search_main
+
+    return search_main(argv) or 0
+
+
+COMMANDS = {
+    "train": Command(
+        _train, "train an experiment (all MLRC folds), evaluate it and export SavedModels"
+    ),
+    "evaluate": Command(_evaluate, "evaluate exported SavedModel(s) on a dataset's test split"),
+    "metrics": Command(_metrics, "retrieval metrics of embeddings stored as .npy files"),
+    "prepare": Command(
+        _prepare, "prepare a benchmark dataset from manually downloaded files (TFDS)"
+    ),
+    "report": Command(_report, "markdown table of all runs next to the paper's numbers"),
+    "convert-bninception": Command(
+        _convert, "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights"
+    ),
+    "index": Command(
+        _index, "build a retrieval index of a gallery, or export it as a bytes -> neighbours model"
+    ),
+    "search": Command(_search, "nearest gallery items of query images (JSON / CSV)"),
+}
+
+
+def _usage() -> None:
+    print("usage: python -m ccpdml COMMAND [options] [--debug]\n\ncommands:")
+    for name, command in COMMANDS.items():
+        print(f"  {name:<22}{command.help}")
+    print(
+        "\n`python -m ccpdml COMMAND --help` describes each command. Errors are reported in one "
+        f"short message; {DEBUG_FLAG} shows the Python traceback instead."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m ccpdml` with `argv` (default `sys.argv[1:]`); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or bool(os.environ.get("CCPDML_TRACEBACK"))
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m ccpdml COMMAND [options]\n\ncommands:")
-        for name, text in COMMANDS.items():
-            print(f"  {name:<22}{text}")
-        print("\n`python -m ccpdml COMMAND --help` describes each command.")
+        _usage()
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
         print(
-            f"ccpdml: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}",
+            f"ccpdml: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}",
             file=sys.stderr,
         )
         return 2
     try:
-        return _dispatch(command, rest)
-    except (ValueError, FileNotFoundError, PermissionError, KeyError) as exc:
-        # Configuration and input errors carry their own explanation; no traceback needed.
-        if os.environ.get("CCPDML_TRACEBACK"):
+        return COMMANDS[name].run(rest)
+    except (Exception, KeyboardInterrupt) as exc:  # the one error boundary of the CLI
+        if debug:
             raise
-        print(f"ccpdml {command}: error: {exc}", file=sys.stderr)
-        return 1
+        from ccpdml.cli_errors import explain
+
+        message, code = explain(exc, name)
+        print(f"ccpdml {name}: {message}", file=sys.stderr)
+        return code

@@ -1,7 +1,7 @@
 """Tiny fake copies of CUB-200-2011, Cars196, SOP and In-Shop in the real file layouts (METHOD §5).
 
 Writers (used by the builder tests with their own rows, and by `prepare_fake_benchmark`):
-- `write_fake_cub(folder, counts)`: CUB_200_2011/{images.txt, image_class_labels.txt,
+- `write_fake_cub(folder, counts, corrupt=())`: CUB_200_2011/{images.txt, image_class_labels.txt,
   bounding_boxes.txt, images/NNN.Class_NNN/*.jpg}; `counts` = {class id: images}.
 - `write_fake_cars(folder, classes)`: car_ims/NNNNNN.jpg and cars_annos.mat (scipy, the official
   struct array 'annotations' + 'class_names'); `classes` = class id of each image, in file order.
@@ -49,12 +49,18 @@ def jpeg(i, size=FAKE_IMAGE_SIZE):
     return buf.getvalue()
 
 
-def write_fake_cub(folder, counts, size=FAKE_IMAGE_SIZE):
+def truncated(data):
+    """The first half of an encoded image: what an interrupted download leaves (undecodable)."""
+    return data[: len(data) // 2]
+
+
+def write_fake_cub(folder, counts, size=FAKE_IMAGE_SIZE, corrupt=()):
     """Write CUB_200_2011/ into `folder`; returns rows (id, relative path, class, bbox, bytes).
 
     Args:
         counts: {class id (1..200): number of images}, written in class-id order.
         size: (width, height) of the JPEGs.
+        corrupt: image ids (1-based row numbers) written `truncated` (default none).
     """
     root = folder / "CUB_200_2011"
     rows = []
@@ -62,7 +68,8 @@ def write_fake_cub(folder, counts, size=FAKE_IMAGE_SIZE):
         for k in range(counts[c]):
             i = len(rows) + 1
             rel = f"{c:03d}.Class_{c:03d}/Class_{c:03d}_{k:04d}_{i}.jpg"
-            rows.append((i, rel, c, (i + 0.5, 2.0, 10.0, 20.0 + i), jpeg(i, size)))
+            data = truncated(jpeg(i, size)) if i in corrupt else jpeg(i, size)
+            rows.append((i, rel, c, (i + 0.5, 2.0, 10.0, 20.0 + i), data))
     for _, rel, _, _, data in rows:
         (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / "images" / rel).write_bytes(data)

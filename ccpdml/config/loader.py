@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-import tempfile
 import typing
 from pathlib import Path
 
@@ -78,7 +77,15 @@ def apply_override(data, override):
         raise ConfigError(f"Override {override!r}: expected the form section.key=value.")
     dotted, raw = override.split("=", 1)
     keys = dotted.strip().split(".")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"Override {override!r}: the value {raw!r} is not valid YAML ({problem}); quote "
+            "the whole option for the shell and close brackets and quotes, e.g. "
+            "--set 'evaluation.ks=[1, 2, 4]'."
+        ) from None
     section, node = ExperimentConfig, data
     for depth, key in enumerate(keys):
         last = depth == len(keys) - 1
@@ -153,15 +160,9 @@ def config_to_dict(cfg):
 
 
 def dump_config(cfg, path):
-    """Write the resolved config as YAML, atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write the resolved config as YAML, atomically (`ccpdml.train.rundir.atomic_write_bytes`)."""
+    from ccpdml.train.rundir import atomic_write_bytes  # lazy: ccpdml.train imports this module
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    atomic_write_bytes(os.fspath(path), text.encode("utf-8"))
+    return Path(path)

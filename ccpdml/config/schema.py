@@ -5,11 +5,13 @@ scalars to the declared types (e.g. the string "1e-5" that PyYAML yields for 1e-
 and validates values. `ExperimentConfig.from_dict` builds the whole tree.
 """
 
+import inspect
 from dataclasses import dataclass, field
 
 import data_pipelines
 from ccpdml.config.base import ConfigError, Section, check, choice, positive
 from ccpdml.losses import LOSSES, PROXY_LOSSES
+from ccpdml.models.backbones import BACKBONES
 from ccpdml.models.embedding_head import POOLINGS
 from data_pipelines.image_files import (
     DEFAULT_SPLIT_SEED,
@@ -24,6 +26,11 @@ PREPROCESSINGS = tuple(data_pipelines.preprocessing.PREPROCESSINGS)
 # "xbm" wraps a base loss and is selected by the `loss.xbm` section, not by `loss.name`.
 LOSS_NAMES = tuple(name for name in LOSSES if name != "xbm")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# The validation round's log keys (`RetrievalValidation` with ks=(1,), METHOD §6): what
+# `training.monitor` may name (early stopping and CCP read it).
+MONITOR_KEYS = ("val_map_at_r", "val_r_precision", "val_precision_at_1", "val_recall_at_1")
+# Backbones built here from local weight files only (Keras Applications may download "imagenet").
+LOCAL_WEIGHTS_ONLY = ("small_cnn", "bn_inception")
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,12 @@ class ModelConfig(Section):
     freeze_bn: bool = True
 
     def __post_init__(self):
-        check(bool(self.backbone), "'backbone' must be a non-empty backbone name.")
+        choice(self, "backbone", tuple(BACKBONES))
+        check(
+            not (self.weights == "imagenet" and self.backbone in LOCAL_WEIGHTS_ONLY),
+            f"'weights': backbone {self.backbone!r} cannot download 'imagenet' weights; give a "
+            "local .weights.h5 path (bn_inception: `python -m ccpdml convert-bninception`) or null.",
+        )
         positive(self, "embedding_dim")
         choice(self, "pooling", POOLINGS)
 
@@ -183,6 +195,7 @@ class LossConfig(Section):
                 f"'{self.name}' is a proxy loss: CCP and XBM wrap pair-based losses only "
                 f"({', '.join(n for n in LOSS_NAMES if n not in PROXY_LOSSES)}).",
             )
+        _check_loss_params(self.name, self.params)
         centers = self.params.get("centers_per_class")
         if self.name == "soft_triple" and centers is not None:
             check(
@@ -190,6 +203,23 @@ class LossConfig(Section):
                 f"soft_triple: params.centers_per_class ({centers}) must equal "
                 f"proxies_per_class ({self.proxies_per_class}), the size of the proxy bank.",
             )
+
+
+def _check_loss_params(name, params):
+    """`params` must be constructor arguments of loss `name` with values it accepts."""
+    cls = LOSSES[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    accepted -= {"proxy_bank", "name", "reduction", "dtype", "cross_replica_pairs"}
+    unknown = sorted(set(params) - accepted)
+    check(
+        not unknown,
+        f"'params': unknown key(s) {', '.join(map(repr, unknown))} for loss {name!r}; valid "
+        f"keys: {', '.join(sorted(accepted))}.",
+    )
+    try:
+        cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"'params' {params} are not valid for loss {name!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -234,8 +264,9 @@ class TrainingConfig(Section):
         check(self.min_delta >= 0, f"'min_delta' must be >= 0, got {self.min_delta}.")
         check(self.warmup_validations >= 0, "'warmup_validations' must be >= 0.")
         check(
-            self.monitor.startswith("val_"),
-            f"'monitor' must be a validation log key such as 'val_map_at_r', got {self.monitor!r}.",
+            self.monitor in MONITOR_KEYS,
+            f"'monitor' must be a metric of the validation round, one of "
+            f"{', '.join(MONITOR_KEYS)}; got {self.monitor!r}.",
         )
 
 
@@ -285,3 +316,9 @@ class ExperimentConfig(Section):
     def __post_init__(self):
         positive(self, "repeats")
         check(self.seed >= 0, f"'seed' must be >= 0, got {self.seed}.")
+        check(
+            self.loss.ccp is None or self.data.num_folds > 1,
+            f"'loss.ccp' needs a validation split to monitor ({self.training.monitor}), but "
+            "data.num_folds = 1 trains on all training classes without one; set "
+            "data.num_folds > 1 (4 in the MLRC protocol) or loss.ccp to null.",
+        )

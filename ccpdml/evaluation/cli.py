@@ -8,7 +8,6 @@ ball-normalised concatenation ("512D").
 import argparse
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -19,19 +18,16 @@ EXPORT_METADATA = "ccpdml_export.json"
 
 
 def write_json(path, obj):
-    """Write `obj` as JSON atomically (temporary file in the same directory + os.replace)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `obj` as JSON atomically, with ordinary file permissions (`atomic_write_bytes`)."""
+    from ccpdml.train.rundir import atomic_write_bytes
+
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _first_line(exc, limit=200):
+    line = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def format_table(rows):
@@ -46,9 +42,30 @@ def format_table(rows):
 
 
 def _load_npy(path, what):
+    """A numeric array from a .npy file; never unpickles (object arrays are refused)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file not found: {path!r}.")
-    return np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc) and "Object arrays" not in str(exc):
+            raise ValueError(f"{what} {path!r} is not a readable .npy file: {exc}") from None
+        raise ValueError(
+            f"{what} {path!r} holds Python objects (an object array), not numbers; ccpdml does "
+            "not load pickled data. Save a numeric array instead, e.g. "
+            "np.save(path, np.asarray(values, dtype=np.float32)) for embeddings or "
+            "dtype=np.int64 for labels."
+        ) from None
+    except (EOFError, OSError) as exc:
+        raise ValueError(
+            f"{what} {path!r} is not a readable .npy file ({exc}); write it again with np.save."
+        ) from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{what} {path!r} holds {getattr(array, 'dtype', type(array))} values; expected a "
+            "numeric array (float embeddings or integer labels)."
+        )
+    return array
 
 
 def metrics_main(argv=None):
@@ -93,11 +110,16 @@ def metrics_main(argv=None):
 
 def read_export_metadata(path):
     """The `ccpdml_export.json` written next to an exported SavedModel, or {} if absent."""
+    from ccpdml.train.rundir import read_json
+
     meta_path = os.path.join(path, EXPORT_METADATA)
     if not os.path.isfile(meta_path):
         return {}
-    with open(meta_path) as fh:
-        return json.load(fh)
+    return read_json(
+        meta_path,
+        "delete it and pass --dataset, --preprocessing and --image-size, or export the model "
+        "again (delete the export directory and rerun the training command)",
+    )
 
 
 def load_embedding_model(path):
@@ -114,7 +136,16 @@ def load_embedding_model(path):
             f"No SavedModel at {path!r} (saved_model.pb missing); pass the directory written by "
             "the trainer's export (keras `model.export(path)`)."
         )
-    loaded = tf.saved_model.load(path)
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as exc:  # protobuf DecodeError, tf.errors.DataLossError, OSError, ...
+        raise ValueError(
+            f"SavedModel {path!r} is damaged and cannot be loaded ({type(exc).__name__}: "
+            f"{_first_line(exc)}). Export it again with the training command that wrote it: "
+            "export/ensemble is rewritten by every rerun; for export/fold_rR_fK also delete "
+            "folds/rR_fK/result.json in the run directory, and the rerun finishes that fold again "
+            "from its saved state without retraining. Or copy an intact export."
+        ) from None
     serve = getattr(loaded, "serve", None)
     if serve is None:
         raise ValueError(
@@ -216,6 +247,8 @@ def evaluate_main(argv=None):
     loaded = [load_embedding_model(p) for p in args.model]
     endpoints = [m.serve for m in loaded]
 
+    import tensorflow as tf
+
     import data_pipelines  # lazy: TF / TFDS start-up only for this command
     from data_pipelines.image_files import export_data_source
 
@@ -235,7 +268,15 @@ def evaluate_main(argv=None):
                 f"(image_size {resolved['image_size']}) gives {image_shape}; pass "
                 "--preprocessing / --image-size matching the export."
             )
-    per_model, labels = embed_batches(endpoints, batches)
+    try:
+        per_model, labels = embed_batches(endpoints, batches)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        from ccpdml.train.checks import explain_data_error
+
+        clear = explain_data_error(data, exc)
+        if clear is None:
+            raise
+        raise clear from None
     rows = evaluate_embeddings(
         per_model,
         labels,

@@ -1,5 +1,15 @@
-"""Training application: `train_and_evaluate(config, workdir)` and its run directory."""
+"""Training application: `train_and_evaluate(config, workdir)` and its run directory.
 
-from ccpdml.train.trainer import train_and_evaluate
+`train_and_evaluate` is re-exported lazily, so that the TensorFlow-free helpers of this package
+(`ccpdml.train.rundir`: atomic writes) can be imported without TensorFlow's start-up.
+"""
 
 __all__ = ["train_and_evaluate"]
+
+
+def __getattr__(name):
+    if name == "train_and_evaluate":
+        from ccpdml.train.trainer import train_and_evaluate
+
+        return train_and_evaluate
+    raise AttributeError(f"module 'ccpdml.train' has no attribute {name!r}")

@@ -109,9 +109,11 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             f"{int(batch) + 1}): {terms}"
             + which
             + f". Training stopped; {kept}. Usual fixes: lower optimizer.learning_rate, set "
-            "optimizer.clip_global_norm, check the input data for NaN/inf values; a changed "
-            "config needs a new --workdir (rerunning this one unchanged resumes from the "
-            "checkpoint and will probably fail again)."
+            "optimizer.clip_global_norm, check the input data for NaN/inf values. To continue "
+            "from the checkpoint with a changed setting, rerun the same command with the change "
+            "and --continue-with-changes (e.g. --set optimizer.learning_rate=... "
+            "--continue-with-changes; recorded in changes.log); rerunning it unchanged will "
+            "probably fail again."
         )
 
     def get_config(self):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -128,7 +130,8 @@ class TrainingState(keras.callbacks.Callback):
                 f"after validation round {next_epoch} the training state has non-finite values "
                 f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); it was NOT saved and "
                 f"the last good checkpoint {self.path!r} is kept. Lower optimizer.learning_rate "
-                "or set optimizer.clip_global_norm, and use a new --workdir."
+                "or set optimizer.clip_global_norm, and rerun the same command with the change "
+                "and --continue-with-changes (or use a new --workdir)."
             )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -143,6 +146,16 @@ class TrainingState(keras.callbacks.Callback):
         """
         if not os.path.exists(self.path):
             return 0
+        try:
+            return self._restore(model)
+        except (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, zlib.error) as exc:
+            raise ValueError(
+                f"the training state {self.path} is damaged ({type(exc).__name__}: {exc}) and "
+                "cannot be resumed from. Delete it and rerun the same command: this fold restarts "
+                "from its beginning (finished folds are kept)."
+            ) from exc
+
+    def _restore(self, model) -> int:
         with np.load(self.path) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             if meta["num_model"] != len(model.weights):
@@ -160,8 +173,12 @@ class TrainingState(keras.callbacks.Callback):
                         f"optimizer state mismatch in {self.path!r}: saved {meta['num_opt']} "
                         f"variables, the optimizer has {len(opt_vars)}; use a new --workdir"
                     )
+                # The learning rate comes from the config, not the checkpoint (the same value
+                # unless the run continues with changes, `train --continue-with-changes`).
+                rate = getattr(self.optimizer, "learning_rate", None)
                 for i, var in enumerate(opt_vars):
-                    var.assign(data[f"opt_{i}"])
+                    if var is not rate:
+                        var.assign(data[f"opt_{i}"])
             for i, var in enumerate(self.extra_variables[: meta["num_extra"]]):
                 var.assign(data[f"extra_{i}"])
             for name, obj in self.stateful.items():

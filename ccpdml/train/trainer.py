@@ -12,7 +12,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 import data_pipelines
-from ccpdml.train.checks import check_classes, check_resumed_config, explain_data_error
+from ccpdml.train.checks import (
+    check_batches,
+    check_classes,
+    check_resumed_config,
+    check_weights_file,
+    explain_data_error,
+)
 from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
 from ccpdml.train.fold import log, train_fold
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
@@ -27,16 +33,24 @@ def _folds(data_cfg) -> list[int]:
     return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`."""
+def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:
+    """Run the experiment `config` in `workdir` (resumed if it exists); returns `metrics.json`.
+
+    `config.yaml` is written only once the whole configuration is checked against the data. An
+    existing run with a different config is refused, unless `allow_changes` and the changes can
+    be honoured (see `ccpdml.train.checks.check_resumed_config`; logged in `changes.log`).
+    """
+    check_weights_file(config.model)
     run = RunDirectory(workdir)
     try:
-        check_resumed_config(run, config)
+        # The strategy first: multi-worker collectives must be configured before any TF op.
         strategy = make_strategy(config.distribute)
         data = data_pipelines.load(
             config.data.name, config.data.data_dir, **config.data.loader_options()
         )
         check_classes(data)
+        check_batches(config.data, data, _folds(config.data))
+        check_resumed_config(run, config, allow_changes)
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size
         )

@@ -47,6 +47,10 @@ class Cars196(tfds.core.GeneratorBasedBuilder):
     DISPLAY_NAME = "Cars196"
     SHORT_NAME = "cars196"
     NUM_TRAIN_CLASSES = 98
+    # Where the images are: PARTS[IMAGE_PART], and IMAGE_PREFIX + file_name is their name in
+    # the archive (used to name undecodable images).
+    IMAGE_PART = 0
+    IMAGE_PREFIX = ""
     PARTS = (
         common.Part("car_ims", (), ("car_ims.tgz",)),
         common.Part("", ("cars_annos.mat",)),

@@ -13,6 +13,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipelines.builders.integrity import (
+    UndecodableImagesError,  # noqa: F401 (re-exported)
+    remove_incomplete,
+    remove_prepared,
+    undecodable_images,
+    undecodable_images_error,
+)
 from data_pipelines.builders.manual_files import (  # noqa: F401 (re-exported for the builders)
     ManualDataError,
     MissingManualFilesError,
@@ -58,31 +65,54 @@ def download_config(manual_dir):
     )
 
 
-def prepare_builder(builder_cls, manual_dir, data_dir=None, progress: bool = True) -> dict:
-    """Run `download_and_prepare` of `builder_cls` reading `manual_dir`; returns split sizes.
+def prepare_builder(
+    builder_cls, manual_dir, data_dir=None, progress: bool = True, force: bool = False
+) -> dict:
+    """Run `download_and_prepare` of `builder_cls` reading `manual_dir`, then decode every image.
 
     Args:
         builder_cls: a `tfds.core.GeneratorBasedBuilder` subclass of this package.
         manual_dir: folder holding the manually downloaded archives or extracted folders.
         data_dir: TFDS data directory (default None: TFDS's default, ~/tensorflow_datasets).
-        progress: show TFDS's tqdm progress bars (default True).
+        progress: show progress bars (default True).
+        force: rebuild from the manual files even if the data is prepared, first deleting the
+            prepared data and TFDS's extracted copy of the archives (default False).
 
     Returns:
         {split name: number of examples}.
+
+    Raises:
+        UndecodableImagesError: some images do not decode; the prepared data and the extracted
+            copy are deleted, and the message lists the files by their name in the archive.
     """
     builder = builder_cls(data_dir=None if data_dir is None else os.fspath(data_dir))
-    if not builder.data_path.exists():
-        manual_dir = epath.Path(manual_dir)
-        if not manual_dir.is_dir() or not any(manual_dir.iterdir()):
-            raise missing_files_error(
-                builder_cls.DISPLAY_NAME,
-                manual_dir,
-                builder_cls.PARTS,
-                [manual_dir],
-                builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS,
-            )
+    remove_incomplete(builder)
+    if builder.data_path.exists() and not force:
+        sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
+        print(
+            f"{builder_cls.DISPLAY_NAME} is already prepared in {builder.data_path}; nothing to "
+            "do. To rebuild it from the manual files (e.g. after replacing a damaged archive), "
+            "add --force."
+        )
+        return sizes
+    if force:
+        remove_prepared(builder)
+        builder = builder_cls(data_dir=None if data_dir is None else os.fspath(data_dir))
+    manual_path = epath.Path(manual_dir)
+    if not manual_path.is_dir() or not any(manual_path.iterdir()):
+        raise missing_files_error(
+            builder_cls.DISPLAY_NAME,
+            manual_path,
+            builder_cls.PARTS,
+            [manual_path],
+            builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS,
+        )
     tfds.display_progress_bar(progress)
     builder.download_and_prepare(download_config=download_config(manual_dir))
+    bad = undecodable_images(builder, progress)
+    if bad:
+        remove_prepared(builder)
+        raise undecodable_images_error(builder_cls, bad, manual_dir, data_dir)
     return {name: info.num_examples for name, info in builder.info.splits.items()}
 
 

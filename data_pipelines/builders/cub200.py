@@ -36,6 +36,10 @@ class Cub200(tfds.core.GeneratorBasedBuilder):
     DISPLAY_NAME = "CUB-200-2011"
     SHORT_NAME = "cub200"
     NUM_TRAIN_CLASSES = 100
+    # Where the images are: PARTS[IMAGE_PART], and IMAGE_PREFIX + file_name is their name in
+    # the archive (used to name undecodable images).
+    IMAGE_PART = 0
+    IMAGE_PREFIX = "CUB_200_2011/images/"
     PARTS = (
         common.Part(
             "CUB_200_2011", ("images.txt", "bounding_boxes.txt", "images/"), ("CUB_200_2011.tgz",)

@@ -49,6 +49,10 @@ class InShop(tfds.core.GeneratorBasedBuilder):
     """
     DISPLAY_NAME = "In-Shop Clothes Retrieval"
     SHORT_NAME = "inshop"
+    # Where the images are: PARTS[IMAGE_PART], and IMAGE_PREFIX + file_name is their name in
+    # the archive (used to name undecodable images).
+    IMAGE_PART = 1
+    IMAGE_PREFIX = ""
     PARTS = (
         common.Part("", (PARTITION, BBOXES), ("InShopClothesRetrievalBenchmark.zip",)),
         common.Part("img", (), ("img.zip", "Img/img.zip", "InShopClothesRetrievalBenchmark.zip")),

@@ -138,7 +138,10 @@ def resolve_parts(
             try:
                 extracted = epath.Path(extract(path))
             except Exception as err:  # corrupt or truncated archive
-                problems.append(f"could not extract {path}: {err}")
+                problems.append(
+                    f"could not extract {path} (damaged or truncated archive: download it "
+                    f"again): {err}"
+                )
                 continue
             root = _find_root([extracted], part, searched, seen)
             if root is not None:

@@ -37,6 +37,10 @@ class Sop(tfds.core.GeneratorBasedBuilder):
     """
     DISPLAY_NAME = "Stanford Online Products"
     SHORT_NAME = "sop"
+    # Where the images are: PARTS[IMAGE_PART], and IMAGE_PREFIX + file_name is their name in
+    # the archive (used to name undecodable images).
+    IMAGE_PART = 0
+    IMAGE_PREFIX = "Stanford_Online_Products/"
     PARTS = (
         common.Part(
             "Stanford_Online_Products",

@@ -165,7 +165,10 @@ def test_class_with_one_image(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    """Inputs become inf from global batch 6 on (0-based): round 1 (steps 1-4) is saved, step 7 fails."""
+    """Inputs become inf from global batch 6 on (0-based): round 1 (steps 1-4) is saved, step 7 fails.
+
+    Then the run continues from that checkpoint with a lower learning rate (--continue-with-changes).
+    """
     import tensorflow as tf
 
     real = data_pipelines.samplers.m_per_class
@@ -199,6 +202,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
             assert np.all(np.isfinite(saved[key])), key
     assert not (tmp_path / "folds" / "r0_f1" / "result.json").exists()
     _assert_intact(tmp_path)
+
+    # The documented way on (the message says it): the same command with a lower learning rate
+    # and --continue-with-changes resumes from round 1 once the cause is gone.
+    assert "--continue-with-changes" in err
+    monkeypatch.setattr(data_pipelines.samplers, "m_per_class", real)
+    lower = [*overrides, "optimizer.learning_rate=1e-4"]
+    sets = [arg for item in lower for arg in ("--set", item)]
+    argv = ["train", "--config", CCP_CONFIG, "--workdir", str(tmp_path), *sets]
+    assert cli.main([*argv, "--continue-with-changes"]) == 0
+    assert "resuming repeat 0 fold 1 from validation round 1" in capsys.readouterr().out
+    log = (tmp_path / "changes.log").read_text()
+    assert "optimizer.learning_rate: 0.001 -> 0.0001" in log
+    assert "folds continuing from their checkpoint: r0_f1" in log
+    result = json.loads((tmp_path / "folds" / "r0_f1" / "result.json").read_text())
+    assert result["validation_rounds"] == 3
 
 
 def test_evaluate_savedmodel_with_wrong_signature(tmp_path, capsys):
