@@ -15,7 +15,10 @@ BA, ...), each answering with its time, after one untimed warm-up round. Reporte
 of each side, the ccpdml/PyTorch ratio (median of per-round ratios) and the same for the forward
 pass alone (training mode, no gradient), which splits the time into forward and backward + update.
 The PyTorch worker runs under `--torch-python` (env CCPDML_BENCH_TORCH_PYTHON; default this
-interpreter); when it cannot import torch the comparison is skipped, as faiss is.
+interpreter); when it cannot import torch the comparison is skipped, as faiss is. On a loaded
+machine PyTorch's OpenMP parallel regions stall whenever one of their threads is descheduled
+(BN-Inception's forward at 96 px took 5.6-5.9 s with 2 threads and 1.7-1.8 s with 1 at load 6-7 on
+2 cores), so run this on a quiet machine; `--torch-threads` sets torch.set_num_threads.
 
 Usage:
     python bench/bench_torch_step.py [--json OUT] [--rounds 20] [--steps 1] [--input-size 96]
@@ -29,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -73,6 +77,8 @@ def _torch_worker(args):
     import torch
     from _torch_bninception import TorchEmbedding, contrastive_loss
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     torch.manual_seed(1)
     model = TorchEmbedding(128)
     model.train()
@@ -119,10 +125,12 @@ class _Worker:
     def __init__(self, python, kind, args):
         cmd = [python, os.path.abspath(__file__), "--worker", kind]
         cmd += ["--input-size", str(args.input_size), "--bn", args.bn]
+        cmd += ["--torch-threads", str(args.torch_threads)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=BENCH + os.pathsep + REPO)
         self.kind = kind
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and block it
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             text=True, env=env,
         )  # fmt: skip
         self.info = json.loads(self._read("READY "))
@@ -131,7 +139,9 @@ class _Worker:
         for line in self.proc.stdout:
             if line.startswith(prefix):
                 return line[len(prefix) :]
-        err = self.proc.stderr.read()[-2000:]
+        self.proc.wait(timeout=60)
+        self.stderr.seek(0)
+        err = self.stderr.read()[-2000:]
         raise RuntimeError(f"{self.kind} worker ({self.proc.args[0]}) exited:\n{err}")
 
     def time(self, what, n):
@@ -189,6 +199,12 @@ def main(argv=None):
         "--torch-python",
         default=os.environ.get("CCPDML_BENCH_TORCH_PYTHON", sys.executable),
         help="interpreter with torch for the PyTorch worker (env CCPDML_BENCH_TORCH_PYTHON)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for the PyTorch worker (default 0: torch's own default)",
     )
     parser.add_argument("--worker", choices=["ccpdml", "torch"], help=argparse_suppress())
     args = parser.parse_args(argv)
