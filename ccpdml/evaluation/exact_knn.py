@@ -149,6 +149,11 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048):
         r, exclude = q, None
     nq, nr = q.shape[0], r.shape[0]
     k = np.broadcast_to(np.asarray(k, dtype=np.int64), (nq,)).copy()
+    limit = nr - (symmetric or exclude is not None)
+    if k.min() < 1 or k.max() > limit:
+        raise ValueError(
+            f"k must be in 1..{limit} for {nr} references; received {k.min()}..{k.max()}."
+        )
     block, eps = max(1, int(block)), _error_bound(q, r)
     sq = np.einsum("ij,ij->i", r, r).astype(np.float32)
     thr = _sample_thresholds(q, r, sq, k, symmetric, exclude, block)

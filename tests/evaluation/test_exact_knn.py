@@ -41,6 +41,8 @@ def test_query_gallery_with_exclude_matches_reference():
     exclude = np.random.default_rng(4).integers(-1, 900, 300)
     got = exact_top_k(q, r, 9, exclude=exclude, block=97)
     np.testing.assert_array_equal(got, _reference(q, r, np.array(9), exclude))
+    with pytest.raises(ValueError, match="k must be in 1..899"):
+        exact_top_k(q, r, 900, exclude=exclude)
 
 
 def test_exact_ties_on_a_grid_go_to_the_lower_index():
