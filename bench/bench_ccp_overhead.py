@@ -47,7 +47,7 @@ def _build(
 ):
     import keras
 
-    from ccpdml.layers import ProxyBank
+    from ccpdml.layers import CCPState, ProxyBank
     from ccpdml.losses import CCPLoss, ContrastiveLoss
     from ccpdml.models import build_embedding_model
     from ccpdml.optimizers import DMLAdam
@@ -57,10 +57,10 @@ def _build(
     if ccp:
         bank = ProxyBank(num_classes, proxies_per_class, name="proxy_bank")
         inputs = keras.Input(shape=input_shape, name="images")
-        model = keras.Model(inputs, bank(net(inputs)), name="ccp_model")
-        loss = CCPLoss(ContrastiveLoss(), bank, regularization=2e-4 if proximal else 0.0)
-        loss.bind(model)
-        loss.ccp_lambda.assign(loss.lambda_for_instance(1))
+        state = CCPState(net, bank, regularization=2e-4 if proximal else 0.0)
+        model = keras.Model(inputs, state(bank(net(inputs))), name="ccp_model")
+        loss = CCPLoss(ContrastiveLoss(), state)
+        state.ccp_lambda.assign(state.lambda_for_instance(1))
     else:
         model, loss = net, ContrastiveLoss()
     metrics = None

@@ -47,7 +47,7 @@ def proximal_part(backbone, input_size, rounds):
     import keras
     import tensorflow as tf
 
-    from ccpdml.layers import ProxyBank
+    from ccpdml.layers import CCPState, ProxyBank
     from ccpdml.losses import CCPLoss, ContrastiveLoss
     from ccpdml.models import build_embedding_model
 
@@ -56,14 +56,14 @@ def proximal_part(backbone, input_size, rounds):
     net = build_embedding_model(backbone, shape, embedding_dim=128, freeze_bn=True)
     bank = ProxyBank(10, 2)
     inputs = keras.Input(shape=shape)
-    model = keras.Model(inputs, bank(net(inputs)))
-    loss = CCPLoss(ContrastiveLoss(), bank)
-    loss.bind(model)
-    loss.ccp_lambda.assign(2e-4)
+    state = CCPState(net, bank)
+    keras.Model(inputs, state(bank(net(inputs))))  # places bank and state
+    loss = CCPLoss(ContrastiveLoss(), state)
+    state.ccp_lambda.assign(2e-4)
     rng = np.random.default_rng(0)
-    for anchor in loss.anchors:
+    for anchor in state.anchors:
         anchor.assign(anchor.numpy() + rng.normal(0, 1e-3, anchor.shape).astype("float32"))
-    weights = loss.network_variables
+    weights = state.network_variables
     upstream = [tf.constant(rng.random(w.shape, dtype=np.float32)) for w in weights]
 
     @tf.custom_gradient
@@ -88,8 +88,8 @@ def proximal_part(backbone, input_size, rounds):
         return run
 
     def grad_only_term():
-        lam = tf.convert_to_tensor(loss.ccp_lambda)
-        return gradient_only(lam, *[tf.convert_to_tensor(v) for v in weights + loss.anchors])
+        lam = tf.convert_to_tensor(state.ccp_lambda)
+        return gradient_only(lam, *[tf.convert_to_tensor(v) for v in weights + state.anchors])
 
     med = _alternate(
         {
@@ -115,15 +115,16 @@ def loss_part(num_classes, proxies_per_class, rounds):
     import keras
     import tensorflow as tf
 
-    from ccpdml.layers import ProxyBank
+    from ccpdml.layers import CCPState, ProxyBank
     from ccpdml.losses import CCPLoss, ContrastiveLoss
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((128,))
     bank = ProxyBank(num_classes, proxies_per_class)
-    model = keras.Model(inputs, bank(inputs))
-    ccp = CCPLoss(ContrastiveLoss(), bank, regularization=0.0)
-    ccp.bind(model)
+    net = keras.Sequential([keras.Input((128,)), keras.layers.Identity()])
+    state = CCPState(net, bank, regularization=0.0)
+    keras.Model(inputs, state(bank(net(inputs))))
+    ccp = CCPLoss(ContrastiveLoss(), state)
     rng = np.random.default_rng(0)
     emb = tf.Variable(rng.standard_normal((32, 128)).astype("float32"))
     labels = np.repeat(rng.choice(num_classes, 8, replace=False), 4).astype("int32")

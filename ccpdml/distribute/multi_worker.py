@@ -80,13 +80,22 @@ def _train_function(model, strategy):
 
 def _broadcast_function(model, strategy):
     """A function copying replica 0's value of every floating model variable to all replicas."""
-    variables = [v for v in model.weights if "float" in str(v.dtype)]
+    # Grouped by dtype (one all-reduce per dtype: a packed all-reduce needs one dtype; the
+    # CCPState holds float64 counters next to the float32 weights).
+    variables = sorted(
+        (v for v in model.weights if "float" in str(v.dtype)), key=lambda v: str(v.dtype)
+    )
+    dtypes = sorted({str(v.dtype) for v in variables})
 
     def replica_fn():
         ctx = tf.distribute.get_replica_context()
         first = tf.equal(ctx.replica_id_in_sync_group, 0)
         masked = [tf.where(first, v.value, tf.zeros_like(v.value)) for v in variables]
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, masked)
+        out = []
+        for dtype in dtypes:
+            group = [m for m, v in zip(masked, variables, strict=True) if str(v.dtype) == dtype]
+            out.extend(ctx.all_reduce(tf.distribute.ReduceOp.SUM, group))
+        return out
 
     @tf.function
     def reduced():

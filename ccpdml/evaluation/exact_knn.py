@@ -129,7 +129,7 @@ class _Store:
         self.budget = max(2 * self.size, 16 * self.n_rows)
 
 
-def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048):
+def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=None):
     """Indices of the k[i] smallest keys ‖r_j‖² − 2<q_i, r_j> per query, ties to the lower j.
 
     Args:
@@ -141,6 +141,8 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048):
         exclude: optional int array [Nq]: reference excluded for each query (−1 for none).
         block: rows and columns per tile, default 2048 (memory ~ 3 · 4 · block² bytes + the
             candidates, O(N · k)).
+        progress: None (default) or a callable `progress(rows_done)` called after each block of
+            query rows but the last.
 
     Returns:
         int64 [Nq, max k]: row i holds its k[i] neighbours nearest first, then −1.
@@ -186,6 +188,8 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048):
                 store.compact(thr[i0:i1], k[i0:i1], eps)
         out[i0:i1] = _finish(store, q, r, i0, k[i0:i1], thr[i0:i1], eps, out.shape[1])
         stores[bi] = None
+        if progress is not None and i1 < nq:
+            progress(i1)
     return out
 
 

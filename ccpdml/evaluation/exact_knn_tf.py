@@ -15,7 +15,7 @@ import tensorflow as tf
 from ccpdml.evaluation.exact_knn import _error_bound, _first_k_per_row, exact_top_k
 
 
-def exact_top_k_tf(q, r, k, *, exclude=None, chunk_size=1024, margin=8):
+def exact_top_k_tf(q, r, k, *, exclude=None, chunk_size=1024, margin=8, progress=None):
     """Indices [Nq, max k] of the k[i] smallest keys per query, ties to the lower index.
 
     Args:
@@ -24,6 +24,8 @@ def exact_top_k_tf(q, r, k, *, exclude=None, chunk_size=1024, margin=8):
         exclude: optional int array [Nq], the reference excluded for each query (−1 for none).
         chunk_size: queries per device chunk, default 1024 (device memory ~ 4 · chunk_size · Nr).
         margin: extra candidates per row kept by top_k for the exactness check, default 8.
+        progress: None (default) or a callable `progress(rows_done)` called after each chunk but
+            the last.
 
     Returns:
         int64 [Nq, max k], row i nearest first, then −1 (as `exact_top_k`).
@@ -54,6 +56,8 @@ def exact_top_k_tf(q, r, k, *, exclude=None, chunk_size=1024, margin=8):
             exact_sorted = np.sort(exact.reshape(e - s, kk), axis=1)
             kth = exact_sorted[np.arange(e - s), k[s:e] - 1]
             redo.extend(s + np.flatnonzero(~(approx[:, -1] - eps > kth)))
+        if progress is not None and e < nq:
+            progress(e)
     if redo:
         redo = np.asarray(redo)
         ex = None if exclude is None else exclude[redo]

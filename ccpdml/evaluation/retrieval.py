@@ -48,6 +48,7 @@ def retrieval_metrics(
     normalize=True,
     seed=0,
     device="auto",
+    progress=None,
 ):
     """Exact retrieval metrics of queries against references (MLRC definitions, METHOD §6).
 
@@ -86,6 +87,9 @@ def retrieval_metrics(
         seed: k-means random state, default 0.
         device: "auto" (default: "tensorflow" when TensorFlow is imported and sees a GPU, else
             "numpy"), "numpy" or "tensorflow" (forces the TensorFlow path, also on CPU).
+        progress: None (default) or a callable `progress(done, total)` called after each block
+            of chunk_size queries but the last, with the number of valid queries done and their
+            total (progress display).
 
     Returns:
         dict of Python floats: precision_at_1, r_precision, map_at_r, recall_at_{k} for each k,
@@ -139,11 +143,24 @@ def retrieval_metrics(
     if device == "tensorflow":
         from ccpdml.evaluation.exact_knn_tf import exact_top_k_tf
 
-        top = exact_top_k_tf(q[valid], r, k_row[valid], exclude=valid if loo else None)
-    elif loo:
-        top = exact_top_k(q, None, k_row, symmetric=True, block=chunk_size)[valid]
+        top = exact_top_k_tf(
+            q[valid],
+            r,
+            k_row[valid],
+            exclude=valid if loo else None,
+            chunk_size=chunk_size,
+            progress=None if progress is None else lambda done: progress(done, valid.size),
+        )
+    elif loo:  # progress in rows of q: count the valid queries among them
+        done = (
+            None
+            if progress is None
+            else (lambda i: progress(int(np.searchsorted(valid, i)), valid.size))
+        )
+        top = exact_top_k(q, None, k_row, symmetric=True, block=chunk_size, progress=done)[valid]
     else:
-        top = exact_top_k(q[valid], r, k_row[valid], block=chunk_size)
+        done = None if progress is None else (lambda i: progress(i, valid.size))
+        top = exact_top_k(q[valid], r, k_row[valid], block=chunk_size, progress=done)
     r_q, k_v = rel_count[valid], k_row[valid]
     ranks = np.arange(1, top.shape[1] + 1)
     rel = (r_code[top] == q_code[valid][:, None]) & (ranks[None, :] <= k_v[:, None])

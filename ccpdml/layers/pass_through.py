@@ -2,6 +2,8 @@
 
 import keras
 
+from ccpdml.layers import references
+
 
 class EmbeddingStateLayer(keras.layers.Layer):
     """A pass-through layer (`call` returns its input) owning variables of embedding width D.
@@ -13,15 +15,19 @@ class EmbeddingStateLayer(keras.layers.Layer):
     Args:
         embedding_dim: D, optional (default None: taken from the input at build time). When given,
             the layer is built at construction, so it can be used without being called.
+        uid: identifier kept in the config so that a loss deserialised with the model finds this
+            layer (`ccpdml.layers.references`; default None: a fresh one).
         **kwargs: standard `keras.layers.Layer` arguments.
     """
 
     #: What the layer stores, for error messages ("proxies", "embeddings").
     stored = "state"
 
-    def __init__(self, embedding_dim=None, **kwargs):
+    def __init__(self, embedding_dim=None, uid=None, **kwargs):
         super().__init__(**kwargs)
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+        self.uid = uid or references.new_uid()
+        references.register(self)
 
     def _build_now_if_sized(self):
         if self.embedding_dim is not None:
@@ -57,9 +63,14 @@ class EmbeddingStateLayer(keras.layers.Layer):
         return inputs
 
     def compute_output_shape(self, input_shape):
+        # Keras builds functional models through this method (not `call`): check the size here,
+        # so a bank built with another embedding_dim fails when the model is built.
+        if self.built:
+            self._check_dim(input_shape[-1], self.state_variable().shape[-1])
         return input_shape
 
     def get_config(self):
         config = super().get_config()
         config["embedding_dim"] = self.embedding_dim
+        config["uid"] = self.uid
         return config

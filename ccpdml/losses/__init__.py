@@ -1,7 +1,9 @@
 """Metric-learning losses of ccpdml and the registry that resolves their config names."""
 
+from ccpdml import registration as _registration
 from ccpdml.losses.base import MetricLoss
 from ccpdml.losses.ccp import CCPLoss
+from ccpdml.losses.ccp_terms import CCPTermMean, loss_term_metrics
 from ccpdml.losses.contrastive import ContrastiveLoss
 from ccpdml.losses.multi_similarity import MultiSimilarityLoss
 from ccpdml.losses.proxy_anchor import ProxyAnchorLoss
@@ -37,6 +39,7 @@ __all__ = [
     "LOSSES",
     "PROXY_LOSSES",
     "CCPLoss",
+    "CCPTermMean",
     "ContrastiveLoss",
     "MetricLoss",
     "MultiSimilarityLoss",
@@ -47,4 +50,8 @@ __all__ = [
     "TripletLoss",
     "XBMLoss",
     "get",
+    "loss_term_metrics",
 ]
+
+# Last: the classes of the other ccpdml packages are registered with Keras too.
+_registration.install(finishing=__name__)

@@ -4,7 +4,10 @@ import keras
 from keras import ops
 
 from ccpdml.distribute.cross_replica import replica_loss
+from ccpdml.layers import references
 from ccpdml.layers.ball_normalization import ball_normalize
+from ccpdml.layers.proxy_bank import ProxyBank
+from ccpdml.losses.labels import check_label_dtype, class_labels
 from ccpdml.losses.pairwise import (
     label_vector,
     negative_inner_product,
@@ -23,9 +26,27 @@ class CrossReplicaLoss(keras.losses.Loss):
     gradients (`ccpdml.distribute.cross_replica` has the derivation); on one replica it is the
     plain Keras call. Subclasses set the attribute `cross_replica_pairs` (False: each replica's
     own rows, averaged over replicas).
+
+    `sample_weight` (and `class_weight` in `fit`, which Keras turns into sample weights) is
+    refused with a ValueError: every term couples the samples of the batch (pairs, proxies), so
+    there is no per-sample loss to weight. Balance classes with the sampler instead
+    (`data_pipelines.samplers.m_per_class`). Labels must be numeric (checked before Keras casts
+    them).
     """
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        owner = type(self).__name__
+        if sample_weight is not None:
+            raise ValueError(
+                f"{owner} is a batch loss (every term couples samples: pairs, proxies), so it "
+                "has no per-sample value and cannot honour sample_weight; received "
+                f"sample_weight of shape {tuple(getattr(sample_weight, 'shape', ()))}. Remove "
+                "sample_weight / class_weight from fit (or the third element of the dataset's "
+                "tuples); balance classes with the batch sampler instead "
+                "(data_pipelines.samplers.m_per_class)."
+            )
+        check_label_dtype(y_true, owner)
+
         def local(labels, embeddings):
             return super(CrossReplicaLoss, self).__call__(labels, embeddings, sample_weight)
 
@@ -101,7 +122,7 @@ class MetricLoss(CrossReplicaLoss):
                 f"ref_labels={'None' if ref_labels is None else 'a tensor'} and "
                 f"ref_embeddings={'None' if ref_embeddings is None else 'a tensor'}."
             )
-        labels = label_vector(labels)
+        labels = class_labels(labels, type(self).__name__)
         embeddings = ball_normalize(ops.cast(embeddings, self.dtype))
         if ref_embeddings is not None:
             ref_labels = label_vector(ref_labels)
@@ -125,38 +146,67 @@ class MetricLoss(CrossReplicaLoss):
         return config
 
 
+def checked_bank(proxy_bank, owner, embedding_dim=None):
+    """`proxy_bank`, checked: built, placed in a model, of the embedding size (if given).
+
+    Raises ValueError naming what was expected, what was received and the fix.
+    """
+    if proxy_bank is None or not getattr(proxy_bank, "built", False):
+        raise ValueError(
+            f"{owner} uses the proxies of a ProxyBank placed in the model, received "
+            f"proxy_bank={proxy_bank!r}. Pass proxy_bank=ProxyBank(...) and place it on the "
+            "embedding (`outputs = bank(embeddings)`), or call compute(labels, embeddings, "
+            "ref_labels, ref_embeddings)."
+        )
+    references.require_placed(proxy_bank, owner)
+    expected = proxy_bank.proxies.shape[-1]
+    if embedding_dim is not None and int(embedding_dim) != int(expected):
+        raise ValueError(
+            f"{owner}: the model outputs embeddings of dimension {embedding_dim} but the "
+            f"ProxyBank {proxy_bank.name!r} holds proxies of dimension {expected}. Place the bank "
+            "on the embedding the loss receives (it then takes its size), or set its embedding_dim."
+        )
+    return proxy_bank
+
+
+def bank_labels(proxy_bank, y_true, owner):
+    """The batch's int32 labels, asserted at run time to be classes [0, C) of `proxy_bank`."""
+    return class_labels(y_true, owner, proxy_bank.num_classes, proxy_bank.name)
+
+
 class ProxyLossMixin:
     """`proxy_bank` handling shared by the proxy losses (ProxyAnchor, ProxyNCA, SoftTriple).
 
-    Mixed in before `MetricLoss`; the subclass sets the attribute `proxy_bank`. `call` uses the
-    bank's proxies as references; `get_config` stores `proxy_bank=None` (a layer cannot be
-    stored by value); `from_config(config, proxy_bank=bank)` passes it again.
+    Mixed in before `MetricLoss`; the subclass passes `proxy_bank` through `set_bank`. `call`
+    uses the bank's proxies as references after `checked_bank`'s checks (bank placed in the model,
+    matching embedding size, labels in [0, C)). `get_config` stores a reference to the bank
+    (`ccpdml.layers.references`), so a loss deserialised with its model (`.keras`) uses that
+    model's bank; `from_config(config, proxy_bank=bank)` still accepts the layer explicitly.
     """
 
-    def require_bank(self):
-        """The built `ProxyBank` of this loss; ValueError when there is none."""
-        bank = self.proxy_bank
-        if bank is None or not getattr(bank, "built", False):
-            raise ValueError(
-                f"{type(self).__name__}.call uses the proxies of a built ProxyBank, received "
-                f"proxy_bank={bank!r}. Pass proxy_bank=ProxyBank(...) placed in the model (or "
-                "built with embedding_dim=), or call compute(labels, embeddings, ref_labels, "
-                "ref_embeddings)."
-            )
-        return bank
+    def set_bank(self, proxy_bank):
+        """Keep `proxy_bank` (a layer, a reference from get_config, or None)."""
+        self.proxy_bank = references.resolve(proxy_bank, ProxyBank, type(self).__name__)
+
+    def require_bank(self, y_pred=None):
+        """The checked `ProxyBank` of this loss (`checked_bank`) for embeddings `y_pred`."""
+        dim = None if y_pred is None else y_pred.shape[-1]
+        return checked_bank(self.proxy_bank, type(self).__name__, dim)
 
     def call(self, y_true, y_pred):
         """Loss of the batch against the proxies of `proxy_bank`."""
-        bank = self.require_bank()
-        return self.compute(y_true, y_pred, bank.proxy_labels, bank.proxies)
+        bank = self.require_bank(y_pred)
+        labels = bank_labels(bank, y_true, type(self).__name__)
+        return self.compute(labels, y_pred, bank.proxy_labels, bank.proxies)
 
     def get_config(self):
         config = super().get_config()
-        config["proxy_bank"] = None
+        config["proxy_bank"] = references.reference(self.proxy_bank)
         return config
 
     @classmethod
     def from_config(cls, config, proxy_bank=None):
         config = dict(config)
-        config["proxy_bank"] = proxy_bank
+        if proxy_bank is not None:
+            config["proxy_bank"] = proxy_bank
         return cls(**config)

@@ -69,15 +69,16 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
         margin: δ (default 0.1).
         alpha: α (default 32.0).
         proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Not serialised (a layer cannot be stored by value): `get_config` stores None;
-            pass it again with `from_config(config, proxy_bank=bank)` (as `CCPLoss`).
+            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
+            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
         y_true [N] or [N, 1] int labels; y_pred [N, D] raw embeddings; output scalar.
 
     Example:
-        >>> bank = ProxyBank(num_classes=10, embedding_dim=8)
+        >>> bank = ProxyBank(num_classes=10)
+        >>> model = keras.Model(inputs, bank(embeddings))  # the bank must be in the model
         >>> model.compile(optimizer="adam", loss=ProxyAnchorLoss(proxy_bank=bank))
     """
 
@@ -88,7 +89,7 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
         super().__init__(**kwargs)
         self.margin = float(margin)
         self.alpha = float(alpha)
-        self.proxy_bank = proxy_bank
+        self.set_bank(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_anchor_loss(-matrix, pos_mask, neg_mask, self.margin, self.alpha)

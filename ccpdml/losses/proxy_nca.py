@@ -52,15 +52,16 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
     Args:
         temperature: T (default 0.11).
         proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Not serialised: `get_config` stores None; use
-            `from_config(config, proxy_bank=bank)`.
+            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
+            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
         y_true [N] or [N, 1] int labels; y_pred [N, D] raw embeddings; output scalar.
 
     Example:
-        >>> bank = ProxyBank(num_classes=10, proxies_per_class=2, embedding_dim=8)
+        >>> bank = ProxyBank(num_classes=10, proxies_per_class=2)
+        >>> model = keras.Model(inputs, bank(embeddings))  # the bank must be in the model
         >>> model.compile(optimizer="adam", loss=ProxyNCALoss(proxy_bank=bank))
     """
 
@@ -72,7 +73,7 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
         if float(temperature) <= 0:
             raise ValueError(f"Expected temperature > 0, received {temperature}.")
         self.temperature = float(temperature)
-        self.proxy_bank = proxy_bank
+        self.set_bank(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_nca_loss(-matrix, pos_mask, neg_mask, self.temperature)

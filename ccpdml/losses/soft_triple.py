@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from ccpdml.layers.ball_normalization import ball_normalize
-from ccpdml.losses.base import MetricLoss, ProxyLossMixin
+from ccpdml.losses.base import MetricLoss, ProxyLossMixin, bank_labels
 from ccpdml.losses.pairwise import label_vector
 
 # Inside the regulariser's sqrt, as the official SoftTriple code (METHOD decision 1, B5).
@@ -120,15 +120,17 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
         centers_per_class: K (default 10); must equal the bank's proxies_per_class.
         la: λ (default 20.0). gamma: γ (default 0.1). tau: τ (default 0.2).
         margin: δ (default 0.01).
-        proxy_bank: `ccpdml.layers.ProxyBank` or None (default); required by `call`. Not
-            serialised: `get_config` stores None; use `from_config(config, proxy_bank=bank)`.
+        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
+            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
+            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
         y_true [N] or [N, 1] int labels in [0, C); y_pred [N, D] raw embeddings; output scalar.
 
     Example:
-        >>> bank = ProxyBank(num_classes=10, proxies_per_class=10, embedding_dim=8)
+        >>> bank = ProxyBank(num_classes=10, proxies_per_class=10)
+        >>> model = keras.Model(inputs, bank(embeddings))  # the bank must be in the model
         >>> model.compile(optimizer="adam", loss=SoftTripleLoss(proxy_bank=bank))
     """
 
@@ -154,7 +156,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
         self.gamma = float(gamma)
         self.tau = float(tau)
         self.margin = float(margin)
-        self.proxy_bank = proxy_bank
+        self.set_bank(proxy_bank)
 
     def _loss(self, labels, embeddings, centres):
         return soft_triple_loss(
@@ -177,7 +179,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
 
     def call(self, y_true, y_pred):
         """Loss of the batch against the centres of `proxy_bank` ([C, K, D] by its layout)."""
-        bank = self.require_bank()
+        bank = self.require_bank(y_pred)
         if bank.proxies_per_class != self.centers_per_class:
             raise ValueError(
                 f"SoftTripleLoss(centers_per_class={self.centers_per_class}) received a ProxyBank "
@@ -185,7 +187,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
             )
         embeddings = ball_normalize(ops.cast(y_pred, self.dtype))
         centres = ops.cast(bank.proxies_by_class(), self.dtype)
-        return self._loss(label_vector(y_true), embeddings, centres)
+        return self._loss(bank_labels(bank, y_true, "SoftTripleLoss"), embeddings, centres)
 
     def get_config(self):
         config = super().get_config()

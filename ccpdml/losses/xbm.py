@@ -5,6 +5,8 @@ import tensorflow as tf
 from keras import ops
 
 from ccpdml.distribute.cross_replica import gather_global_batch, scale_for_replicas
+from ccpdml.layers import references
+from ccpdml.layers.cross_batch_memory import CrossBatchMemory
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
@@ -28,9 +30,9 @@ class XBMLoss(keras.losses.Loss):
 
     Args:
         base_loss: a `MetricLoss` (e.g. `SimilarityContrastiveLoss()`, the original's default C1).
-        memory: the `CrossBatchMemory` layer placed in the model (None only while
-            deserialising). Not serialised (a layer cannot be stored by value): `get_config`
-            stores None; pass it again with `XBMLoss.from_config(config, memory=memory)`.
+        memory: the `CrossBatchMemory` layer placed in the model. Saved as a reference: a loss
+            loaded with its model (`.keras`) uses that model's memory;
+            `XBMLoss.from_config(config, memory=memory)` passes one explicitly.
         start_at: steps before the memory term starts, counted like the original's pointer
             (default 1000; must be ≥ 0).
         memory_weight: weight of the memory term (default 1.0, the original's xbm_weight).
@@ -72,7 +74,7 @@ class XBMLoss(keras.losses.Loss):
                 f"ref_embeddings) as base_loss, received {base_loss!r}."
             )
         self.base_loss = base_loss
-        self.memory = memory
+        self.memory = references.resolve(memory, CrossBatchMemory, "XBMLoss")
         self.start_at = int(start_at)
         self.memory_weight = float(memory_weight)
         self.pair_weight = float(pair_weight)
@@ -134,7 +136,7 @@ class XBMLoss(keras.losses.Loss):
         config.update(
             {
                 "base_loss": keras.saving.serialize_keras_object(self.base_loss),
-                "memory": None,
+                "memory": references.reference(self.memory),
                 "start_at": self.start_at,
                 "memory_weight": self.memory_weight,
                 "pair_weight": self.pair_weight,
@@ -147,5 +149,6 @@ class XBMLoss(keras.losses.Loss):
     def from_config(cls, config, memory=None):
         config = dict(config)
         config["base_loss"] = keras.saving.deserialize_keras_object(config["base_loss"])
-        config["memory"] = memory
+        if memory is not None:
+            config["memory"] = memory
         return cls(**config)

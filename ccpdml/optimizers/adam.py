@@ -1,5 +1,7 @@
 """Adam with the original gradient pipeline: coupled L2 decay, clipping, LR multipliers."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -66,12 +68,15 @@ class DMLAdam(keras.optimizers.Adam):
         weight_decay_l2: coupled decay coefficient (default 1e-4); 0 or None disables it.
         clip_global_norm: global-norm clip (default 10.0); None disables it.
         clip_value: element-wise clip (default 10.0); None disables it.
-        lr_multipliers: list of (variable or layer, factor) pairs, or a dict {layer: factor}
-            (Keras variables are unhashable, so they cannot be dict keys); a layer means all
-            its trainable variables; matched by identity (default None: all 1). Not
-            serialisable: `get_config` stores None, re-attach after `from_config`.
-        exclude_from_decay: variables (or layers, meaning all their variables) without decay
-            (default None). Not serialisable: `get_config` stores None.
+        lr_multipliers: list of (variable, layer or variable path, factor) pairs, or a dict
+            {layer or path: factor} (Keras variables are unhashable, so they cannot be dict
+            keys); a layer means all its trainable variables; objects are matched by identity,
+            paths (`variable.path`, e.g. "proxy_bank/proxies") by equality (default None: all
+            1). `get_config` stores the variable paths, so a `.keras` model reloads with them;
+            a path or variable the optimizer does not train raises ValueError at build.
+        exclude_from_decay: variables, layers (all their variables) or variable paths without
+            decay (default None). `get_config` stores the paths of the trainable ones; a path
+            that matches no trained variable at build is reported with a warning.
         **kwargs: `keras.optimizers.Adam` arguments (name, ...). Keras' own `clipnorm`,
             `clipvalue`, `global_clipnorm` and `weight_decay` would act per replica / decoupled
             and are rejected.
@@ -135,21 +140,44 @@ class DMLAdam(keras.optimizers.Adam):
             return
         super().build(var_list)
         excluded = self._excluded()
-        self._decay_flags = [not any(v is e for e in excluded) for v in var_list]
+        self._decay_flags = [not any(_same(v, e) for e in excluded) for v in var_list]
         self._lr_factors = [1.0] * len(var_list)
         for target, factor in self.lr_multipliers:
             targets = (
                 target.trainable_weights if isinstance(target, keras.layers.Layer) else [target]
             )
             for variable in targets:
-                hits = [i for i, v in enumerate(var_list) if v is variable]
-                if not hits:
+                hits = _matches(variable, var_list)
+                if len(hits) != 1:
+                    found = (
+                        "a variable this optimizer does not train"
+                        if not hits
+                        else f"which matches {len(hits)} trained variables (expected exactly 1)"
+                    )
                     raise ValueError(
-                        "lr_multipliers names a variable this optimizer does not train: "
-                        f"{getattr(variable, 'path', variable)}. Pass variables (or layers) of "
-                        "the trained model, e.g. [(bank.proxies, 100.0)] or {bank: 100.0}."
+                        f"lr_multipliers names {_describe(variable)}, {found}. Pass "
+                        "variables (or layers, or unique variable paths) of the trained model, "
+                        "e.g. [(bank.proxies, 100.0)] or {bank: 100.0}; trained paths start "
+                        f"with: {', '.join(v.path for v in var_list[:5])} ..."
                     )
                 self._lr_factors[hits[0]] = float(factor)
+        paths = [e for e in excluded if isinstance(e, str)]
+        ambiguous = [e for e in paths if len(_matches(e, var_list)) > 1]
+        if ambiguous:
+            raise ValueError(
+                f"DMLAdam: exclude_from_decay path(s) {ambiguous[:5]} match several trained "
+                "variables; pass the variables themselves (batchnorm_variables(model))."
+            )
+        unresolved = [e for e in paths if not _matches(e, var_list)]
+        if unresolved:
+            warnings.warn(
+                f"DMLAdam: exclude_from_decay names {len(unresolved)} variable path(s) that this "
+                f"optimizer does not train ({', '.join(unresolved[:5])}"
+                f"{' ...' if len(unresolved) > 5 else ''}); they get no exclusion. If these are "
+                "BatchNorm weights of a renamed or rebuilt model, pass "
+                "exclude_from_decay=batchnorm_variables(model) again.",
+                stacklevel=2,
+            )
 
     def _transform(self, grads_and_vars):
         """Coupled L2 decay, global-norm clip, value clip (METHOD §3.6 steps 2-3)."""
@@ -216,8 +244,49 @@ class DMLAdam(keras.optimizers.Adam):
                 "weight_decay_l2": self.weight_decay_l2,
                 "clip_global_norm": self.clip_global_norm,
                 "clip_value": self.clip_value,
-                "lr_multipliers": None,
-                "exclude_from_decay": None,
+                "lr_multipliers": [
+                    [_path(v), float(factor)]
+                    for target, factor in self.lr_multipliers
+                    for v in _expand(target, trainable_only=True)
+                ],
+                "exclude_from_decay": [
+                    _path(v)
+                    for item in self.exclude_from_decay
+                    for v in _expand(item, trainable_only=False)
+                    if isinstance(v, str) or v.trainable
+                ],
             }
         )
         return config
+
+
+def _expand(item, trainable_only):
+    """A layer's (trainable) variables, or the item itself (variable or path)."""
+    if isinstance(item, keras.layers.Layer):
+        return list(item.trainable_weights if trainable_only else item.weights)
+    return [item]
+
+
+def _path(variable):
+    return variable if isinstance(variable, str) else variable.path
+
+
+def _same(variable, item):
+    """`item` (a variable or a variable path) designates `variable`.
+
+    Paths match when equal or when one ends with the other after a "/": Keras prefixes a
+    variable's path with the scope it was first built in ("net/dense/kernel" in the model that
+    was saved, "dense/kernel" after `load_model` rebuilt the same layer at top level).
+    """
+    if not isinstance(item, str):
+        return variable is item
+    path = variable.path
+    return path == item or path.endswith("/" + item) or item.endswith("/" + path)
+
+
+def _matches(item, var_list):
+    return [i for i, v in enumerate(var_list) if _same(v, item)]
+
+
+def _describe(item):
+    return f"path {item!r}" if isinstance(item, str) else f"variable {_path(item)!r}"

@@ -13,7 +13,7 @@ import inspect
 import keras
 
 from ccpdml import losses as losses_lib
-from ccpdml.layers import CrossBatchMemory, ProxyBank
+from ccpdml.layers import CCPState, CrossBatchMemory, ProxyBank
 from ccpdml.models import build_embedding_model
 from ccpdml.optimizers import DMLAdam, batchnorm_variables
 
@@ -28,6 +28,7 @@ class BuiltModel:
     proxy_bank: ProxyBank | None = None
     memory: CrossBatchMemory | None = None
     ccp_loss: losses_lib.CCPLoss | None = None
+    ccp_state: CCPState | None = None  # λ, anchors, CCP counters and snapshots (in `model`)
 
 
 def _make_base_loss(loss_cfg, proxy_bank=None, cross_replica_pairs=True):
@@ -80,11 +81,21 @@ def build_model(
     )
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     outputs = embedder(inputs)
-    proxy_bank = memory = ccp_loss = None
+    proxy_bank = memory = ccp_loss = ccp_state = None
     k = proxies_per_class(loss_cfg)
     if k:
         proxy_bank = ProxyBank(num_classes=num_classes, proxies_per_class=k, name="proxy_bank")
         outputs = proxy_bank(outputs)
+    if loss_cfg.ccp is not None:
+        # Anchors the embedder's trainable weights as they are now (before any warm-up freeze).
+        ccp_state = CCPState(
+            embedder,
+            proxy_bank,
+            regularization=loss_cfg.ccp.regularization,
+            decay=loss_cfg.ccp.decay,
+            name="ccp_state",
+        )
+        outputs = ccp_state(outputs)
     if loss_cfg.xbm is not None:
         memory = CrossBatchMemory(
             batches_in_memory=loss_cfg.xbm.batches_in_memory,
@@ -99,14 +110,11 @@ def build_model(
         base = _make_base_loss(loss_cfg, cross_replica_pairs=cross_replica_pairs)
         loss = ccp_loss = losses_lib.CCPLoss(
             base,
-            proxy_bank,
+            ccp_state,
             in_batch_weight=ccp.in_batch_weight,
             proxy_weight=ccp.proxy_weight,
-            regularization=ccp.regularization,
-            decay=ccp.decay,
             cross_replica_pairs=cross_replica_pairs,
         )
-        ccp_loss.bind(model)
     elif loss_cfg.xbm is not None:
         xbm = loss_cfg.xbm
         loss = losses_lib.XBMLoss(
@@ -119,7 +127,7 @@ def build_model(
         )
     else:
         loss = _make_base_loss(loss_cfg, proxy_bank, cross_replica_pairs)
-    return BuiltModel(model, embedder, loss, proxy_bank, memory, ccp_loss)
+    return BuiltModel(model, embedder, loss, proxy_bank, memory, ccp_loss, ccp_state)
 
 
 def build_optimizer(opt_cfg, built: BuiltModel, proxy_lr_multiplier: float = 1.0) -> DMLAdam:

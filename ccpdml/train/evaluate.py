@@ -40,14 +40,24 @@ class Embedder:
 
     def __call__(self, model, split) -> np.ndarray:
         ds = self.dataset(split).map(lambda x, y: x)
-        return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+        # verbose=1: a progress bar with the number of batches (a split can take minutes).
+        return np.asarray(model.predict(ds, verbose=1), dtype=np.float32)
+
+
+def _query_progress(done, total) -> None:
+    print(f"[ccpdml] retrieval metrics: {done}/{total} queries", flush=True)
 
 
 def split_metrics(embeddings, data, eval_cfg) -> dict:
     """Retrieval metrics of test-split embeddings: query vs gallery when the dataset has a query
     block (In-Shop), otherwise leave-one-out over the whole split."""
     labels = data.test.labels
-    kwargs = dict(ks=tuple(eval_cfg.ks), nmi=eval_cfg.nmi, chunk_size=eval_cfg.chunk_size)
+    kwargs = dict(
+        ks=tuple(eval_cfg.ks),
+        nmi=eval_cfg.nmi,
+        chunk_size=eval_cfg.chunk_size,
+        progress=_query_progress,
+    )
     q = data.test_query_count
     if q:
         return retrieval_metrics(embeddings[:q], labels[:q], embeddings[q:], labels[q:], **kwargs)

@@ -15,7 +15,7 @@ import time
 import keras
 
 import data_pipelines
-from ccpdml.callbacks import CCPCallback, RetrievalValidation
+from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import fit_multi_worker
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
@@ -23,6 +23,7 @@ from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.evaluate import export_metadata, split_metrics
 from ccpdml.train.export import export_saved_model
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
+from ccpdml.train.progress import RunProgress
 from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
 
@@ -109,13 +110,17 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
     train_cfg = config.training
     callbacks = []
     if val_split is not None:
-        callbacks.append(RetrievalValidation(embed.dataset(val_split), verbose=1))
-    ccp_callback = None
-    if built.ccp_loss is not None:
+        # Silent: RunProgress prints the round's logs (validation metrics included) once.
+        callbacks.append(RetrievalValidation(embed.dataset(val_split), verbose=0))
+    ccp_callback = candidates = None
+    if built.ccp_state is not None:
         ccp_cfg = config.loss.ccp
+        # Resumable: opened lazily at the position restored by TrainingState.
+        candidates = CandidateStream(
+            streams.candidates, built.model, built.ccp_state.proxy_bank.num_classes
+        )
         ccp_callback = CCPCallback(
-            built.ccp_loss,
-            streams.candidates(0),
+            candidates,
             pool_size=ccp_cfg.pool_size,
             patience=ccp_cfg.patience,
             monitor=train_cfg.monitor,
@@ -134,19 +139,15 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
             verbose=1,
         )
         callbacks.append(early)
-    extra = []
-    if ccp_callback is not None:
-        # The snapshot variables exist once the callback knows the model; restore needs them.
-        ccp_callback.set_model(built.model)
-        extra = ccp_callback.state_variables()
     state_path = os.path.join(fold_dir, "state", "state.npz")
     # Before the state callback (which writes at epoch end); it raises from the batch hook.
     callbacks.insert(0, NonFiniteLossGuard(train_cfg.validate_every, checkpoint=state_path))
+    # The CCP state (λ, anchors, counters, snapshots) is part of the model's weights; only the
+    # position in the candidate stream is data-side.
     state = TrainingState(
         state_path,
         optimizer,
-        extra_variables=extra,
-        stateful={"ccp": ccp_callback} if ccp_callback is not None else None,
+        stateful={"ccp_candidates": candidates} if candidates is not None else None,
         early_stopping=early,
         every=train_cfg.checkpoint_every_validations,
     )
@@ -209,6 +210,27 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
     return test
 
 
+def run_folds(data_cfg) -> list[int]:
+    """The fold numbers a run trains, in order (one fold, 1, without cross-validation)."""
+    if data_cfg.num_folds <= 1:
+        return [1]
+    return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
+
+
+def _progress(config, repeat, fold) -> RunProgress:
+    """Progress of the main training of fold `fold` of repeat `repeat` within the whole run."""
+    data_cfg, train_cfg = config.data, config.training
+    folds = run_folds(data_cfg)
+    index = repeat * len(folds) + folds.index(fold)
+    return RunProgress(
+        f"repeat {repeat} ({repeat + 1}/{config.repeats}) fold {fold} "
+        f"({folds.index(fold) + 1}/{len(folds)})",
+        train_cfg.validate_every,
+        train_cfg.max_validations,
+        folds_after=config.repeats * len(folds) - index - 1,
+    )
+
+
 def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> dict:
     """Train and evaluate fold `fold` of repeat `repeat`; returns (and writes) its result.
 
@@ -259,12 +281,10 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
         config, built, val_split, embed, streams, fold_dir, optimizer
     )
     callbacks.append(keras.callbacks.TensorBoard(run.file("logs", f"r{repeat}_f{fold}")))
+    callbacks.append(_progress(config, repeat, fold))
     initial_epoch = state.restore(built.model)
     if initial_epoch:
         log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")
-        if ccp_callback is not None and ccp_callback.candidate_batches:
-            # Continue the candidate stream where the interrupted run left it.
-            ccp_callback.candidates = streams.candidates(ccp_callback.candidate_batches)
     elif train_cfg.warmup_validations > 0:
         _warm_up(config, built, strategy, train_ds, metrics)
         _compile(config, built, strategy, optimizer, metrics)
@@ -286,7 +306,7 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
             epochs=train_cfg.max_validations,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            verbose=2,
+            verbose=0,  # RunProgress shows the steps, the rounds and the run's ETA
         )
     elapsed = time.time() - started
     if ccp_callback is not None:

@@ -1,7 +1,7 @@
 """Stop training at the first non-finite loss, naming the step and the loss term.
 
 `NonFiniteLossGuard` checks the batch logs after every training step: the running "loss" and, for
-CCP, the running means of the three terms logged by `loss_term_metrics` ("ccp_in_batch",
+CCP, the running means of the three terms logged by `ccpdml.losses.ccp_terms.loss_term_metrics` ("ccp_in_batch",
 "ccp_proxy", "ccp_proximal"; unweighted, METHOD §3.1). A running mean turns non-finite exactly at
 the first step whose value is non-finite, so the first failing step is the one named. The guard
 raises `NonFiniteLossError` from the batch hook: the epoch never ends, so `TrainingState` never
@@ -16,34 +16,13 @@ import os
 import keras
 import numpy as np
 
-CCP_TERMS = ("in_batch", "proxy", "proximal")
+from ccpdml.losses.ccp_terms import CCP_TERMS, loss_term_metrics
+
+__all__ = ["CCP_TERMS", "NonFiniteLossError", "NonFiniteLossGuard", "loss_term_metrics"]
 
 
 class NonFiniteLossError(ValueError):
     """Training produced a NaN/inf loss (raised by `NonFiniteLossGuard`)."""
-
-
-@keras.saving.register_keras_serializable(package="ccpdml")
-class _LossTerm(keras.metrics.Mean):
-    """Running mean of one unweighted CCP term, `ccp_loss.term(term, y, ŷ)` (that term only)."""
-
-    def __init__(self, ccp_loss=None, term="in_batch", **kwargs):
-        kwargs.setdefault("name", f"ccp_{term}")
-        super().__init__(**kwargs)
-        self.ccp_loss = ccp_loss
-        self.term = term
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        value = self.ccp_loss.term(self.term, y_true, y_pred)
-        return super().update_state(keras.ops.stop_gradient(value))
-
-    def get_config(self):
-        return {**super().get_config(), "term": self.term}
-
-
-def loss_term_metrics(ccp_loss) -> list:
-    """Metrics logging the CCP terms as `ccp_in_batch`, `ccp_proxy`, `ccp_proximal` (for the guard)."""
-    return [_LossTerm(ccp_loss, term) for term in CCP_TERMS]
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")

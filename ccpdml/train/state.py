@@ -2,9 +2,10 @@
 
 Everything that decides how training continues is stored in ONE `.npz` file, replaced atomically,
 so a run killed at any point (SIGKILL included) restarts from the last complete validation round:
-model variables (network, proxies, cross-batch memory), optimizer variables (Adam moments, step
-counter), CCP anchor and λ, the CCP schedule state, the early-stopping state with its best weights,
-and the per-round log history. A partial write can never be observed: `os.replace` is atomic.
+model variables (network, proxies, cross-batch memory, and the `CCPState` layer: λ, anchors,
+CCP counters and snapshots), optimizer variables (Adam moments, step counter), the position of
+data-side streams (CCP candidates), the early-stopping state with its best weights, and the
+per-round log history. A partial write can never be observed: `os.replace` is atomic.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class TrainingState(keras.callbacks.Callback):
     Args:
         path: the `.npz` file (its directory is created).
         optimizer: the compiled optimizer (its variables are saved once built).
-        extra_variables: further variables to save (CCP anchor and λ, ...), matched by position in
+        extra_variables: further variables to save (outside the model), matched by position in
             this list, which the trainer builds the same way on every run.
-        stateful: objects with `get_state() -> dict` / `set_state(dict)` (the CCP callback).
+        stateful: objects with `get_state() -> dict` / `set_state(dict)` (the CCP candidate stream).
         early_stopping: a `ResumableEarlyStopping` or None.
         every: save every this many epochs (validation rounds).
     """

@@ -21,16 +21,11 @@ from ccpdml.train.checks import (
 )
 from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
 from ccpdml.train.fold import log, train_fold
+from ccpdml.train.fold import run_folds as _folds
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
 from ccpdml.train.strategy import make_strategy
 
 HEADLINE_KEYS = ("map_at_r", "r_precision", "precision_at_1")
-
-
-def _folds(data_cfg) -> list[int]:
-    if data_cfg.num_folds <= 1:
-        return [1]
-    return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
 
 
 def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ccpdml.callbacks import CCPCallback
-from ccpdml.layers import ProxyBank
+from ccpdml.callbacks import CandidateStream, CCPCallback
+from ccpdml.layers import CCPState, ProxyBank
 from ccpdml.losses import ContrastiveLoss
 from ccpdml.losses.ccp import CCPLoss
 from ccpdml.optimizers import DMLAdam
@@ -47,12 +47,14 @@ class Recorder(keras.callbacks.Callback):
         self.loss, self.weights, self.proxies, self.anchors = loss, [], [], []
 
     def _record(self):
-        self.weights.append([v.numpy() for v in self.loss.network_variables])
-        self.proxies.append(self.loss.proxy_bank.proxies.numpy())
-        self.anchors.append([a.numpy() for a in self.loss.anchors])
+        state = self.loss.state
+        self.weights.append([v.numpy() for v in state.network_variables])
+        self.proxies.append(state.proxy_bank.proxies.numpy())
+        self.anchors.append([a.numpy() for a in state.anchors])
 
-    def on_train_begin(self, logs=None):
-        self._record()
+    def on_epoch_begin(self, epoch, logs=None):  # CCPCallback initialises at the first epoch
+        if epoch == 0:
+            self._record()
 
     def on_epoch_end(self, epoch, logs=None):
         self._record()
@@ -72,12 +74,12 @@ class Draws:
 def _build(strategy=None):
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
+        net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(DIM, use_bias=False)])
         inputs = keras.Input((8,))
-        emb = keras.layers.Dense(DIM, use_bias=False)(inputs)
         bank = ProxyBank(C, proxies_per_class=K)
-        model = keras.Model(inputs, bank(emb))
-        loss = CCPLoss(ContrastiveLoss(), bank, regularization=LAM0, decay=DECAY)
-        loss.bind(model)
+        state = CCPState(net, bank, regularization=LAM0, decay=DECAY)
+        model = keras.Model(inputs, state(bank(net(inputs))))
+        loss = CCPLoss(ContrastiveLoss(), state)
         # proxies get LR 0, so they change only through re-initialisations
         model.compile(optimizer=DMLAdam(1e-2, lr_multipliers=[(bank.proxies, 0.0)]), loss=loss)
     return model, bank, loss
@@ -91,7 +93,7 @@ def _data():
 def _fit(lagged, strategy=None, epochs=12):
     model, bank, loss = _build(strategy)
     draws = Draws()
-    ccp = CCPCallback(loss, draws, pool_size=3, patience=2, lagged_monitor=lagged, verbose=0)
+    ccp = CCPCallback(draws, pool_size=3, patience=2, lagged_monitor=lagged, verbose=0)
     before, after = Recorder(loss), Recorder(loss)
     x, y = _data()
     history = model.fit(
@@ -152,13 +154,13 @@ def test_schedule_anchor_lambda_and_proxies(lagged):
             np.testing.assert_array_equal(w_after, w_before)
     # the anchor really moved away from the bind-time copy
     assert not np.array_equal(after.anchors[-1][0], after.anchors[0][0])
-    assert ccp.get_state()["instance"] == 3
+    assert int(loss.state.instance.numpy()) == 3
 
 
 def test_missing_monitor_names_available_keys():
     model, bank, loss = _build()
     x, y = _data()
-    ccp = CCPCallback(loss, Draws(), pool_size=1, verbose=0)
+    ccp = CCPCallback(Draws(), pool_size=1, verbose=0)
     with pytest.raises(KeyError, match="val_map_at_r.*loss"):
         model.fit(x, y, batch_size=20, epochs=1, verbose=0, callbacks=[ccp])
 
@@ -170,43 +172,45 @@ def test_dataset_candidates_in_class_order_and_pool_size_one():
     inputs = rng.normal(size=(K, C, 8)).astype("float32")
     stream = tf.data.Dataset.from_tensor_slices(inputs.reshape(-1, 8)).batch(4).repeat()
     expected = np.stack([model(inputs[j]).numpy() for j in range(K)], axis=1)  # [C, K, D]
-    ccp = CCPCallback(loss, stream, pool_size=1, verbose=0)  # b = 1: K independent draws
+    ccp = CCPCallback(stream, pool_size=1, verbose=0)  # b = 1: K independent draws
     ccp.set_model(model)
-    ccp.on_train_begin()
+    ccp.on_epoch_begin(0)
     np.testing.assert_allclose(bank.proxies_by_class().numpy(), expected, rtol=1e-6)
-    # close() frees the stream's iterator (and the half-used batch); a later draw restarts the
-    # stream, so the same proxies come back.
-    assert ccp._iterator is not None and ccp.candidate_batches == 5
-    ccp.close()
-    assert ccp._iterator is None and ccp._leftover is None
-    ccp.on_train_begin()
-    np.testing.assert_allclose(bank.proxies_by_class().numpy(), expected, rtol=1e-6)
+    # The same stream as a resumable CandidateStream: 2 draws of 10 rows take 5 batches of 4;
+    # close() drops the half-used batch and restarts a dataset stream, so the draws come back.
+    draws = CandidateStream(stream, model, C)
+    first = [draws(), draws()]
+    assert draws.get_state() == {"position": 5}
+    draws.close()
+    np.testing.assert_allclose(np.stack([draws(), draws()], 1), np.stack(first, 1), rtol=1e-6)
+    np.testing.assert_allclose(np.stack(first, axis=1), expected, rtol=1e-6)
+    # A factory stream resumes at a saved position: batch 5 of the same stream is batch 0 again
+    # after one full pass of 5 batches (20 rows = 2 draws).
+    factory = CandidateStream(lambda start: stream.skip(start), model, C)
+    factory.set_state({"position": 5})
+    np.testing.assert_allclose(factory(), expected[:, 0], rtol=1e-6)
+    assert factory.get_state() == {"position": 8}
 
 
-def test_get_config_round_trip_and_state():
+def test_get_config_round_trip_and_continued_run_keeps_state():
     model, bank, loss = _build()
-    ccp = CCPCallback(loss, Draws(), pool_size=7, patience=4, mode="min", lagged_monitor=False)
+    ccp = CCPCallback(Draws(), pool_size=7, patience=4, mode="min", lagged_monitor=False)
     config = ccp.get_config()
-    clone = CCPCallback.from_config(config, ccp_loss=loss, candidates=Draws())
+    clone = CCPCallback.from_config(config, candidates=Draws())
     assert clone.get_config() == config
-    rebuilt = CCPCallback.from_config(config)  # loss rebuilt from its config (bank unattached)
-    assert rebuilt.ccp_loss.proxy_bank is None and rebuilt.patience == 4
+    rebuilt = CCPCallback.from_config(config)  # candidates cannot be stored: refused at set_model
+    with pytest.raises(ValueError, match="candidates"):
+        rebuilt.set_model(model)
     ccp.set_model(model)
-    state = {
-        "instance": 2,
-        "wait": 1,
-        "best": -0.4,
-        "previous_monitor": 0.4,
-        "candidate_batches": 12,
-        "reinit_log": [{"instance": 2, "lambda": 2e-4, "radius_before": 0.5, "radius_after": 0.3}],
-    }
-    ccp.set_state(state)
+    state = loss.state
+    state.instance.assign(2)
+    state.ccp_lambda.assign(state.lambda_for_instance(2))
+    state.initialized.assign(1)  # as in a reloaded or restored model
     proxies = bank.proxies.numpy()
-    ccp.on_train_begin()  # resumed: keeps proxies, λ of instance 2
-    assert ccp.get_state() == state
+    ccp.on_epoch_begin(0)  # continued: keeps proxies, λ of instance 2
     np.testing.assert_array_equal(bank.proxies.numpy(), proxies)
-    assert float(loss.ccp_lambda.numpy()) == pytest.approx(LAM0 * DECAY**2)
-    assert len(ccp.state_variables()) == 2 * len(loss.network_variables) + 2
+    assert float(state.ccp_lambda.numpy()) == pytest.approx(LAM0 * DECAY**2)
+    assert len(state.non_trainable_weights) == 2 * len(state.network_variables) + 9
 
 
 @pytest.mark.slow
@@ -221,8 +225,8 @@ def test_mirrored_strategy_replicas_share_reinitialised_proxies():
     pool = np.stack(draws.calls[3:6], axis=1)
     by_class = replicas[0].reshape(K, C, DIM).transpose(1, 0, 2)
     assert all(any(np.array_equal(by_class[c, 0], p) for p in pool[c]) for c in range(C))
-    anchors = [strategy.experimental_local_results(a.value) for a in loss.anchors]
+    anchors = [strategy.experimental_local_results(a.value) for a in loss.state.anchors]
     for per_replica in anchors:
         np.testing.assert_array_equal(per_replica[0].numpy(), per_replica[1].numpy())
-    lams = strategy.experimental_local_results(loss.ccp_lambda.value)
+    lams = strategy.experimental_local_results(loss.state.ccp_lambda.value)
     assert [float(v.numpy()) for v in lams] == pytest.approx([LAM0 * DECAY] * 2)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from ccpdml.distribute import gather_global_batch, num_replicas_here, replica_loss
-from ccpdml.layers import CrossBatchMemory, ProxyBank
+from ccpdml.layers import CCPState, CrossBatchMemory, ProxyBank
 from ccpdml.losses import (
     CCPLoss,
     ContrastiveLoss,
@@ -49,22 +49,32 @@ def _train(strategy, loss_name, cross_replica_pairs, optimizer, steps=1):
     x, y = _data()
     with strategy.scope():
         inputs = keras.Input((D_IN,))
-        hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-        emb = keras.layers.Dense(DIM)(hidden)
+        net = keras.Sequential(
+            [
+                keras.Input((D_IN,)),
+                keras.layers.Dense(8, activation="tanh"),
+                keras.layers.Dense(DIM),
+            ]
+        )
         bank = ProxyBank(num_classes=C, proxies_per_class=K)
-        model = keras.Model(inputs, bank(emb))
-        model.set_weights([rng.normal(scale=0.7, size=w.shape) for w in model.get_weights()])
+        emb = bank(net(inputs))
+        if loss_name == "ccp":
+            state = CCPState(net, bank, regularization=0.05)
+            emb = state(emb)
+        model = keras.Model(inputs, emb)
+        for v in net.weights + bank.weights:
+            v.assign(rng.normal(scale=0.7, size=v.shape))
         if loss_name == "ccp":
             loss = CCPLoss(
                 ContrastiveLoss(pos_margin=0.0, neg_margin=0.9),
-                bank,
+                state,
                 in_batch_weight=0.5,
-                regularization=0.05,
                 cross_replica_pairs=cross_replica_pairs,
             )
-            loss.bind(model)
-            loss.ccp_lambda.assign(0.05)
-            for anchor in loss.anchors:  # anchors away from w: a non-zero proximal gradient
+            state.ccp_lambda.assign(0.05)
+            for anchor, w in zip(state.anchors, state.network_variables, strict=True):
+                anchor.assign(w)
+            for anchor in state.anchors:  # anchors away from w: a non-zero proximal gradient
                 anchor.assign(anchor + rng.normal(scale=0.3, size=anchor.shape).astype("float32"))
         else:
             loss = MultiSimilarityLoss(cross_replica_pairs=cross_replica_pairs)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from ccpdml.distribute import fit_multi_worker
-from ccpdml.layers import ProxyBank
+from ccpdml.layers import CCPState, ProxyBank
 from ccpdml.losses import CCPLoss, ContrastiveLoss
 
 TIMEOUT = 300
@@ -24,11 +24,15 @@ def _model_and_data(strategy):
     y = np.tile(np.arange(4, dtype="int32"), 4)
     with strategy.scope():
         inputs = keras.Input((5,))
+        net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
         bank = ProxyBank(num_classes=4, proxies_per_class=1)
-        model = keras.Model(inputs, bank(keras.layers.Dense(3)(inputs)))
-        model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
-        loss = CCPLoss(ContrastiveLoss(neg_margin=0.9), bank, in_batch_weight=0.5)
-        loss.bind(model)
+        state = CCPState(net, bank)
+        model = keras.Model(inputs, state(bank(net(inputs))))
+        for v in net.weights + bank.weights:
+            v.assign(rng.normal(size=v.shape))
+        for anchor, w in zip(state.anchors, state.network_variables, strict=True):
+            anchor.assign(w)
+        loss = CCPLoss(ContrastiveLoss(neg_margin=0.9), state, in_batch_weight=0.5)
         model.compile(optimizer=keras.optimizers.SGD(0.3), loss=loss)
     return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
 

@@ -186,3 +186,15 @@ def test_errors():
         retrieval_metrics(x, np.array([0, 0, 1]), np.zeros((3, 4)), np.array([0, 0, 1]))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(np.full((3, 2), np.nan), np.array([0, 0, 1]))
+
+
+def test_progress_reports_queries_done_per_chunk():
+    emb = np.random.default_rng(0).normal(size=(7, 3)).astype("float32")
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    calls = []
+    whole = retrieval_metrics(emb, labels, chunk_size=3)
+    chunked = retrieval_metrics(
+        emb, labels, chunk_size=3, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(3, 7), (6, 7)]
+    assert chunked == whole

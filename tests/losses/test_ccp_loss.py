@@ -6,37 +6,44 @@ import pytest
 import tensorflow as tf
 from reference import np_contrastive
 
-from ccpdml.layers import ProxyBank
+from ccpdml.layers import CCPState, ProxyBank
 from ccpdml.losses import ContrastiveLoss
 from ccpdml.losses.ccp import CCPLoss
 
 
-def _model(num_classes=3, k=2, dim=4):
+def _model(num_classes=3, k=2, dim=4, **state_args):
+    net = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(dim, use_bias=False),
+        ]
+    )
     inputs = keras.Input((5,))
-    x = keras.layers.Dense(8, activation="relu")(inputs)
-    x = keras.layers.Dense(dim, use_bias=False)(x)
     bank = ProxyBank(num_classes, proxies_per_class=k)
-    return keras.Model(inputs, bank(x)), bank
+    state = CCPState(net, bank, **state_args)
+    return keras.Model(inputs, state(bank(net(inputs)))), bank, state
 
 
 def _bound(lam=0.3):
-    model, bank = _model()
-    loss = CCPLoss(ContrastiveLoss(), bank, regularization=2e-4)
-    loss.bind(model)
+    model, bank, state = _model(regularization=2e-4)
+    loss = CCPLoss(ContrastiveLoss(), state)
     rng = np.random.default_rng(0)
-    for a in loss.anchors:
+    for a in state.anchors:
         a.assign(a.numpy() + rng.normal(scale=0.1, size=a.shape).astype("float32"))
-    loss.ccp_lambda.assign(lam)
+    state.ccp_lambda.assign(lam)
     return model, bank, loss
 
 
 def test_network_variables_exclude_proxies_by_identity():
     model, bank, loss = _bound()
-    assert len(loss.network_variables) == 3  # two kernels + one bias
-    assert not any(v is bank.proxies for v in loss.network_variables)
-    assert all(a.trainable is False for a in loss.anchors)
-    assert float(loss.ccp_lambda.numpy()) == pytest.approx(0.3)
-    assert not any(v is a for v in model.variables for a in loss.anchors)
+    assert len(loss.state.network_variables) == 3  # two kernels + one bias
+    assert not any(v is bank.proxies for v in loss.state.network_variables)
+    assert all(a.trainable is False for a in loss.state.anchors)
+    assert float(loss.state.ccp_lambda.numpy()) == pytest.approx(0.3)
+    # The anchors are state of the model (saved with it), never trained.
+    assert all(any(v is a for v in model.non_trainable_variables) for a in loss.state.anchors)
+    assert not any(v is a for v in model.trainable_variables for a in loss.state.anchors)
 
 
 def test_value_is_weighted_sum_against_numpy():
@@ -55,7 +62,7 @@ def test_value_is_weighted_sum_against_numpy():
         * 0.3
         * sum(
             np.sum((w.numpy() - a.numpy()) ** 2)
-            for w, a in zip(loss.network_variables, loss.anchors)
+            for w, a in zip(loss.state.network_variables, loss.state.anchors)
         )
     )
     assert prox > 1e-4 and in_batch > 0 and proxy > 0
@@ -79,9 +86,9 @@ def test_proximal_gradient_is_lambda_times_difference_and_zero_for_proxies():
     g_full = tape.gradient(full, trainables)
     g_rest = tape.gradient(no_prox, trainables)
     for v, gf, gr in zip(trainables, g_full, g_rest):
-        idx = [i for i, w in enumerate(loss.network_variables) if w is v]
+        idx = [i for i, w in enumerate(loss.state.network_variables) if w is v]
         if idx:
-            expected = 0.3 * (v.numpy() - loss.anchors[idx[0]].numpy())
+            expected = 0.3 * (v.numpy() - loss.state.anchors[idx[0]].numpy())
             assert np.abs(expected).max() > 1e-3
         else:
             assert v is bank.proxies
@@ -89,47 +96,49 @@ def test_proximal_gradient_is_lambda_times_difference_and_zero_for_proxies():
         np.testing.assert_allclose(gf.numpy() - gr.numpy(), expected, atol=2e-6)
 
 
-def test_unbound_raises_and_config_round_trip():
-    model, bank = _model()
-    loss = CCPLoss(ContrastiveLoss(neg_margin=0.7), bank, in_batch_weight=0.2, decay=0.5)
-    with pytest.raises(RuntimeError, match="bind"):
-        loss(np.zeros(4), np.zeros((4, 4), "float32"))
+def test_config_round_trip_and_base_loss_by_name():
+    model, bank, state = _model(regularization=2e-4, decay=0.5)
+    loss = CCPLoss(ContrastiveLoss(neg_margin=0.7), state, in_batch_weight=0.2)
     config = loss.get_config()
-    assert config["proxy_bank"] is None
-    clone = CCPLoss.from_config(config, proxy_bank=bank)
+    assert config["ccp_state"]["layer"] == state.name  # a reference, not a copy of the layer
+    clone = CCPLoss.from_config(config)
     assert clone.get_config() == config
-    assert clone.proxy_bank is bank and clone.base_loss.neg_margin == 0.7
-    # without the bank, bind() finds the model's single ProxyBank
-    orphan = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(orphan, CCPLoss) and orphan.proxy_bank is None
-    orphan.bind(model)
-    assert orphan.proxy_bank is bank
-    assert orphan.lambda_for_instance(0) == 0.0
-    assert orphan.lambda_for_instance(2) == pytest.approx(2e-4 * 0.25)
+    assert clone.state is state and clone.proxy_bank is bank
+    assert clone.base_loss.neg_margin == 0.7
+    assert state.lambda_for_instance(0) == 0.0
+    assert state.lambda_for_instance(2) == pytest.approx(2e-4 * 0.25)
+    named = CCPLoss("contrastive", state)
+    assert type(named.base_loss) is ContrastiveLoss
+    with pytest.raises(
+        ValueError, match="unknown base loss 'contrastiv'.*Valid names: contrastive"
+    ):
+        CCPLoss("contrastiv", state)
 
 
 def test_proximal_term_is_zero_without_network_weights_and_graph_safe():
-    # A model whose only trainable variables are the proxies: the proximal sum is empty.
+    # A network without trainable variables: the proximal sum is empty.
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Identity()])
     inputs = keras.Input((4,))
     bank = ProxyBank(3, proxies_per_class=2)
-    model = keras.Model(inputs, bank(inputs))
-    loss = CCPLoss(ContrastiveLoss(), bank)
-    loss.bind(model)
-    loss.ccp_lambda.assign(0.5)
-    assert loss.network_variables == [] and float(loss.proximal_term()) == 0.0
+    state = CCPState(net, bank)
+    model = keras.Model(inputs, state(bank(net(inputs))))
+    loss = CCPLoss(ContrastiveLoss(), state)
+    state.ccp_lambda.assign(0.5)
+    assert state.network_variables == [] and float(loss.proximal_term()) == 0.0
+    assert not any(v is bank.proxies for v in state.network_variables)
+    assert model.trainable_variables == [bank.proxies]
     # With weights, the value inside a tf.function equals the eager one (one custom-gradient op).
     _, _, bound = _bound(lam=0.3)
     eager = float(bound.proximal_term())
     assert eager > 0
     np.testing.assert_allclose(float(tf.function(bound.proximal_term)()), eager, rtol=1e-6)
     # regularization=0 switches the term off, even if λ is set by hand.
-    model, bank = _model()
-    off = CCPLoss(ContrastiveLoss(), bank, regularization=0.0)
-    off.bind(model)
-    off.ccp_lambda.assign(0.5)
-    for a in off.anchors:
+    model, bank, off_state = _model(regularization=0.0)
+    off = CCPLoss(ContrastiveLoss(), off_state)
+    off_state.ccp_lambda.assign(0.5)
+    for a in off_state.anchors:
         a.assign(a.numpy() + 1.0)
-    assert off.lambda_for_instance(3) == 0.0 and float(off.proximal_term()) == 0.0
+    assert off_state.lambda_for_instance(3) == 0.0 and float(off.proximal_term()) == 0.0
 
 
 def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
@@ -139,9 +148,8 @@ def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
         def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
             return 2.0 * super().compute(labels, embeddings, ref_labels, ref_embeddings)
 
-    model, bank = _model()
-    loss = CCPLoss(DoubledContrastive(), bank)
-    loss.bind(model)
+    model, bank, state = _model()
+    loss = CCPLoss(DoubledContrastive(), state)
     emb = np.random.default_rng(4).normal(size=(6, 4)).astype("float32") * 2.0
     labels = np.array([0, 0, 1, 1, 2, 2])
     parts = loss.components(labels, emb)

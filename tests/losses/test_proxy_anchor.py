@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import fd_grad, fit_one_epoch, np_ball, proxy_data, tf_value_and_grads
+from reference import fd_grad, fit_one_epoch, np_ball, placed, proxy_data, tf_value_and_grads
 
 from ccpdml.layers import ProxyBank
 from ccpdml.losses.proxy_anchor import ProxyAnchorLoss
@@ -96,21 +96,21 @@ def test_large_alpha_is_stable():
 
 
 def test_get_config_round_trip_with_bank():
-    bank = ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4, name="bank")
+    bank = placed(ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4, name="bank"))
     loss = ProxyAnchorLoss(margin=0.3, alpha=10.0, proxy_bank=bank, name="pa")
     config = loss.get_config()
-    assert config["proxy_bank"] is None  # a layer is not stored by value
+    assert config["proxy_bank"]["layer"] == "bank"  # a reference, not a copy of the layer
     restored = ProxyAnchorLoss.from_config(config, proxy_bank=bank)
     assert restored.get_config() == config
     assert (restored.margin, restored.alpha, restored.name) == (0.3, 10.0, "pa")
     assert restored.proxy_bank is bank
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, ProxyAnchorLoss) and restored.alpha == 10.0
-    assert restored.proxy_bank is None
+    assert restored.proxy_bank is bank  # found again through its reference
 
 
 def test_call_uses_bank_and_requires_it():
-    bank = ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4)
+    bank = placed(ProxyBank(num_classes=3, proxies_per_class=2, embedding_dim=4))
     labels, emb, _, _ = proxy_data()
     value = ProxyAnchorLoss(proxy_bank=bank)(labels, emb.astype("float32"))
     expected = np_proxy_anchor(

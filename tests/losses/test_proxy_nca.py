@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import fd_grad, fit_one_epoch, np_ball, proxy_data, tf_value_and_grads
+from reference import fd_grad, fit_one_epoch, np_ball, placed, proxy_data, tf_value_and_grads
 
 from ccpdml.layers import ProxyBank
 from ccpdml.losses.proxy_nca import ProxyNCALoss
@@ -82,7 +82,7 @@ def test_temperature_must_be_positive():
 
 
 def test_get_config_round_trip():
-    bank = ProxyBank(num_classes=2, proxies_per_class=3, embedding_dim=4)
+    bank = placed(ProxyBank(num_classes=2, proxies_per_class=3, embedding_dim=4))
     loss = ProxyNCALoss(temperature=0.2, proxy_bank=bank)
     config = loss.get_config()
     restored = ProxyNCALoss.from_config(config, proxy_bank=bank)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import fd_grad, fit_one_epoch, np_ball, proxy_data
+from reference import fd_grad, fit_one_epoch, np_ball, placed, proxy_data
 
 from ccpdml.layers import ProxyBank
 from ccpdml.losses.soft_triple import SoftTripleLoss
@@ -109,13 +109,13 @@ def test_errors():
         loss.compute(np.array([0, 1]), emb, np.array([0, 0, 0, 1]), np.ones((4, 3), "float32"))
     with pytest.raises(ValueError, match="not a multiple"):
         loss.compute(np.array([0, 1]), emb, np.array([0, 0, 1]), np.ones((3, 3), "float32"))
-    bank = ProxyBank(num_classes=2, proxies_per_class=3, embedding_dim=3)
+    bank = placed(ProxyBank(num_classes=2, proxies_per_class=3, embedding_dim=3))
     with pytest.raises(ValueError, match="proxies_per_class=3"):
         SoftTripleLoss(centers_per_class=2, proxy_bank=bank)(np.array([0, 1]), emb)
 
 
 def test_call_with_bank_matches_compute():
-    bank = ProxyBank(num_classes=3, proxies_per_class=3, embedding_dim=4)
+    bank = placed(ProxyBank(num_classes=3, proxies_per_class=3, embedding_dim=4))
     labels, emb, _, _ = proxy_data(k=3)
     loss = SoftTripleLoss(centers_per_class=3, proxy_bank=bank, **PARAMS)
     value = float(loss(labels, emb.astype("float32")))
@@ -125,7 +125,7 @@ def test_call_with_bank_matches_compute():
 
 
 def test_get_config_round_trip():
-    bank = ProxyBank(num_classes=2, proxies_per_class=4, embedding_dim=3)
+    bank = placed(ProxyBank(num_classes=2, proxies_per_class=4, embedding_dim=3))
     loss = SoftTripleLoss(
         centers_per_class=4, la=7.0, gamma=0.2, tau=0.1, margin=0.3, proxy_bank=bank
     )

@@ -146,7 +146,7 @@ def test_validation_and_config_round_trip():
         pair_weight=2.0,
     )
     config = loss.get_config()
-    assert config["memory"] is None  # a layer is not stored by value
+    assert config["memory"]["layer"] == "xbm"  # a reference, not a copy of the layer
     restored = XBMLoss.from_config(config, memory=memory)
     assert restored.get_config() == config and restored.memory is memory
     assert isinstance(restored.base_loss, SimilarityContrastiveLoss)
@@ -154,8 +154,9 @@ def test_validation_and_config_round_trip():
     assert (restored.start_at, restored.memory_weight, restored.pair_weight) == (7, 0.5, 2.0)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, XBMLoss) and restored.start_at == 7
+    assert restored.memory is memory  # found again through its reference
     with pytest.raises(RuntimeError, match="no memory"):
-        restored(np.array([0, 1]), np.ones((2, 2), "float32"))
+        XBMLoss(SimilarityContrastiveLoss(), None)(np.array([0, 1]), np.ones((2, 2), "float32"))
 
 
 def test_fit_with_memory_in_graph():

@@ -152,3 +152,40 @@ def test_fused_kernel_matches_keras_adam_and_amsgrad_falls_back():
         ams_ref.apply_gradients(zip([tf.constant(x) for x in g], ams_ref_vars))
     for a, b in zip(ams_vars, ams_ref_vars):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_exclusions_and_multipliers_survive_get_config_as_paths():
+    """Paths from get_config rebuild the same optimizer behaviour on the same model."""
+    inputs = keras.Input((3,))
+    bn = keras.layers.BatchNormalization()
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(bn(inputs)))
+    opt = DMLAdam(0.1, weight_decay_l2=0.5, exclude_from_decay=[bn], lr_multipliers={dense: 4.0})
+    config = opt.get_config()
+    assert config["exclude_from_decay"] == [v.path for v in bn.trainable_weights]
+    assert config["lr_multipliers"] == [[v.path, 4.0] for v in dense.trainable_weights]
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    results = []
+    twin = keras.models.clone_model(model)  # new variables, same paths
+    twin.set_weights(model.get_weights())
+    for optimizer, target in ((opt, model), (DMLAdam.from_config(config), twin)):
+        optimizer.build(target.trainable_variables)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(target(x, training=True) ** 2)
+        grads = tape.gradient(loss, target.trainable_variables)
+        optimizer.apply_gradients(zip(grads, target.trainable_variables, strict=True))
+        results.append([w.numpy() for w in target.trainable_variables])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_unresolvable_paths_raise_or_warn():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(
+        ValueError,
+        match="lr_multipliers names path 'nowhere/kernel', a variable this optimizer does not",
+    ):
+        DMLAdam(lr_multipliers=[("nowhere/kernel", 2.0)]).build(model.trainable_variables)
+    with pytest.warns(UserWarning, match="exclude_from_decay names 1 variable path"):
+        DMLAdam(exclude_from_decay=["gone/gamma"]).build(model.trainable_variables)

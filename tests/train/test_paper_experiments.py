@@ -119,11 +119,13 @@ def _check_loss_matches_config(built, loss_cfg):
         assert type(built.loss).__name__ == "CCPLoss"
         assert built.loss.in_batch_weight == pytest.approx(ccp.in_batch_weight)
         assert built.loss.proxy_weight == pytest.approx(ccp.proxy_weight)
-        assert built.loss.regularization == pytest.approx(ccp.regularization)
+        assert built.ccp_state.regularization == pytest.approx(ccp.regularization)
         assert built.proxy_bank.proxies_per_class == ccp.proxies_per_class
-        # bind(model) ran: one anchor per network weight, λ starts at 0.
-        assert len(built.loss.anchors) == len(built.loss.network_variables) > 0
-        assert float(built.loss.ccp_lambda.numpy()) == 0.0
+        # The model's CCPState: one anchor per network weight, λ starts at 0.
+        state = built.ccp_state
+        assert built.loss.state is state
+        assert len(state.anchors) == len(state.network_variables) > 0
+        assert float(state.ccp_lambda.numpy()) == 0.0
     elif loss_cfg.xbm is not None:
         assert type(built.loss).__name__ == "XBMLoss"
         assert built.memory.batches_in_memory == loss_cfg.xbm.batches_in_memory
