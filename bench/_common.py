@@ -10,7 +10,8 @@ import os
 import resource
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
 RESULT_PREFIX = "RESULT "
 
 

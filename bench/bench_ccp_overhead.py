@@ -43,6 +43,7 @@ def _build(
     seed,
     proximal=True,
     logged=False,
+    freeze_bn=True,
 ):
     import keras
 
@@ -52,7 +53,7 @@ def _build(
     from ccpdml.optimizers import DMLAdam
 
     keras.utils.set_random_seed(seed)
-    net = build_embedding_model(backbone, input_shape, embedding_dim=128, freeze_bn=True)
+    net = build_embedding_model(backbone, input_shape, embedding_dim=128, freeze_bn=freeze_bn)
     if ccp:
         bank = ProxyBank(num_classes, proxies_per_class, name="proxy_bank")
         inputs = keras.Input(shape=input_shape, name="images")

@@ -1,21 +1,41 @@
-"""Benchmark `retrieval_metrics` at SOP scale (60,502 × 128, 11,316 classes of 2-12 images).
+"""Benchmark `retrieval_metrics` against a faiss flat kNN at SOP scale, on several difficulties.
 
-Each measurement runs in its own subprocess (fresh peak RSS): the exact ccpdml metrics and, when
-`faiss` is importable, a faiss IndexFlatL2 kNN-only search (k = max R + 1) on the same data.
+SOP-sized synthetic embeddings (60,502 × 128, 11,316 classes of 2-12 images), one data set per
+difficulty (`DIFFICULTIES`: "clustered", MAP@R ≈ 0.41, the earlier suite's data; "hard",
+MAP@R ≈ 0.2, the neighbours of a young model). For each, one worker process times the exact
+ccpdml metrics (`retrieval_metrics(emb, labels)`, leave-one-out) and, when `faiss` is importable,
+a faiss kNN search alone (`IndexFlatIP` on the same ball-projected vectors, or `IndexFlatL2`;
+k = largest class + 1, the query itself included) in interleaved rounds (AB, BA, ...), after one
+warm-up call of each. Reported per difficulty: the median over rounds of the per-round ratio
+ccpdml / faiss (target ≤ 0.7) and the worker's peak RSS right after the first ccpdml call
+(data and imports included; target ≤ 2 GB), with the metrics themselves.
+
+The worker loads `ccpdml/evaluation/{exact_knn,retrieval}.py` by file path, without importing
+the `ccpdml` package (and so TensorFlow), and may run under another interpreter: faiss is not in
+the project's venv, so pass `--python /path/to/python` (or set CCPDML_BENCH_FAISS_PYTHON) to an
+environment with numpy and faiss-cpu; without faiss the ratio is skipped.
 
 Usage:
-    python bench/bench_evaluation.py [--json OUT] [--chunk-size 1024] [--n 60502 --classes 11316]
-        [--skip-faiss]
+    python bench/bench_evaluation.py [--json OUT] [--difficulties clustered,hard] [--rounds 3]
+        [--n 60502 --classes 11316] [--chunk-size 2048] [--faiss-index ip|l2] [--skip-faiss]
+        [--python PYTHON]
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import statistics
 import sys
 import time
+import types
 
 import numpy as np
 from _common import REPO, peak_rss_mb, print_result, run_worker
+
+# noise: per-image Gaussian noise of make_data (class centres keep spread 0.5). Calibrated at
+# 60,502 × 128: noise 0.75 → MAP@R 0.414, 0.85 → 0.227, 0.88 → 0.188 (0.87 → ≈ 0.20).
+DIFFICULTIES = {"clustered": {"noise": 0.75}, "hard": {"noise": 0.87}}
 
 
 def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.75):
@@ -23,7 +43,7 @@ def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.7
 
     Class centres are `spread`-scaled Gaussians around 12 super-class centres (like SOP's 12
     categories), images are centre + `noise`-scaled Gaussian noise, so the metrics are far from
-    0 and 1.
+    0 and 1 (larger noise: harder neighbours, lower MAP@R).
     """
     rng = np.random.default_rng(seed)
     if not 2 * num_classes <= n <= 12 * num_classes:
@@ -42,87 +62,125 @@ def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.7
     return emb, labels
 
 
-def _worker(kind, args):
-    emb, labels = make_data(args.n, args.classes, args.dim, args.seed)
-    if kind == "ccpdml":
-        sys.path.insert(0, REPO)
-        from ccpdml.evaluation.retrieval import retrieval_metrics
-
-        retrieval_metrics(emb[:200], labels[:200])  # warm-up (imports, BLAS threads)
-        before = peak_rss_mb()
-        start = time.perf_counter()
-        metrics = retrieval_metrics(emb, labels, ks=(1,), chunk_size=args.chunk_size)
-        wall = time.perf_counter() - start
-        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
-        result["metrics"] = metrics
-    else:
-        import faiss
-
-        counts = np.bincount(labels)
-        k = int(counts.max())  # max R + 1 (the query itself is in the index)
-        before = peak_rss_mb()
-        start = time.perf_counter()
-        index = faiss.IndexFlatL2(emb.shape[1])
-        index.add(emb)
-        index.search(emb, k)
-        wall = time.perf_counter() - start
-        result = {"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "k": k}
-    print_result(result)
+def load_retrieval():
+    """ccpdml.evaluation.retrieval loaded by file path, without the package's TensorFlow import."""
+    if "ccpdml" not in sys.modules:
+        for name in ("ccpdml", "ccpdml.evaluation"):
+            stub = types.ModuleType(name)
+            stub.__path__ = []
+            sys.modules[name] = stub
+    module = None
+    for name in ("exact_knn", "retrieval"):
+        path = os.path.join(REPO, "ccpdml", "evaluation", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"ccpdml.evaluation.{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
-def _run(kind, args):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind]
-    cmd += ["--n", str(args.n), "--classes", str(args.classes), "--dim", str(args.dim)]
-    cmd += ["--seed", str(args.seed), "--chunk-size", str(args.chunk_size)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result, proc = run_worker(cmd, env)
-    if result is None:
-        raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-    return result
+def _worker(args):
+    retrieval = load_retrieval()
+    emb, labels = make_data(args.n, args.classes, args.dim, args.seed, noise=args.noise)
+    k = int(np.bincount(labels).max()) + 1  # largest class + 1 (the query itself is indexed)
+    faiss = None
+    if not args.skip_faiss:
+        try:
+            import faiss
+        except ImportError:
+            pass
 
+    def run_ccpdml():
+        return retrieval.retrieval_metrics(emb, labels, ks=(1,), chunk_size=args.chunk_size)
 
-def _faiss_available():
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    def run_faiss():
+        x = retrieval.ball_normalize_np(emb)
+        index = (faiss.IndexFlatIP if args.faiss_index == "ip" else faiss.IndexFlatL2)(x.shape[1])
+        index.add(x)
+        index.search(x, k)
+
+    small = slice(0, min(2000, args.n))  # warm-up (BLAS threads, page faults of the code)
+    retrieval.retrieval_metrics(emb[small], labels[small])
+    rss_before = peak_rss_mb()
+    times = {"ccpdml": [], "faiss": []}
+    metrics, rss_peak = None, None
+    for r in range(args.rounds):
+        order = ["ccpdml", "faiss"] if r % 2 == 0 else ["faiss", "ccpdml"]
+        for name in order:
+            if name == "faiss" and faiss is None:
+                continue
+            start = time.perf_counter()
+            result = run_ccpdml() if name == "ccpdml" else run_faiss()
+            times[name].append(time.perf_counter() - start)
+            if name == "ccpdml" and metrics is None:
+                metrics, rss_peak = result, peak_rss_mb()
+    out = {"ccpdml_s": times["ccpdml"], "metrics": metrics, "k": k}
+    out.update(rss_before_mb=rss_before, peak_rss_mb=rss_peak)
+    if times["faiss"]:
+        ratios = [a / b for a, b in zip(times["ccpdml"], times["faiss"])]
+        out.update(faiss_s=times["faiss"], ratios=ratios, ratio=statistics.median(ratios))
+        out["faiss_version"] = faiss.__version__
+    print_result(out)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.add_argument("--difficulties", default="clustered,hard", help=", ".join(DIFFICULTIES))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (AB, BA, ...)")
     parser.add_argument("--n", type=int, default=60502)
     parser.add_argument("--classes", type=int, default=11316)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=2048)
+    parser.add_argument("--faiss-index", choices=["ip", "l2"], default="ip")
     parser.add_argument("--skip-faiss", action="store_true", help="do not run the faiss search")
-    parser.add_argument("--worker", choices=["ccpdml", "faiss"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--python",
+        default=os.environ.get("CCPDML_BENCH_FAISS_PYTHON", sys.executable),
+        help="interpreter of the worker (one with faiss-cpu; env CCPDML_BENCH_FAISS_PYTHON)",
+    )
+    parser.add_argument("--noise", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker, args)
+        _worker(args)
         return 0
+    names = [d for d in args.difficulties.split(",") if d]
+    unknown = sorted(set(names) - set(DIFFICULTIES))
+    if unknown:
+        parser.error(f"unknown difficulties {unknown}; valid: {', '.join(DIFFICULTIES)}")
 
-    figures = {"n": args.n, "classes": args.classes, "dim": args.dim, "cpus": os.cpu_count()}
-    figures["ccpdml"] = _run("ccpdml", args)
-    c = figures["ccpdml"]
-    print(
-        f"retrieval_metrics: {c['wall_s']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB "
-        f"({c['rss_before_mb']:.0f} MB before the call); "
-        + ", ".join(f"{k}={v:.4f}" for k, v in c["metrics"].items() if k != "num_queries")
-    )
-    if not args.skip_faiss and _faiss_available():
-        figures["faiss"] = _run("faiss", args)
-        f = figures["faiss"]
-        figures["ratio_ccpdml_over_faiss"] = c["wall_s"] / f["wall_s"]
-        print(
-            f"faiss IndexFlatL2 kNN only (k={f['k']}): {f['wall_s']:.1f} s, peak RSS "
-            f"{f['peak_rss_mb']:.0f} MB; ratio ccpdml/faiss = "
-            f"{figures['ratio_ccpdml_over_faiss']:.2f}"
+    figures = {"n": args.n, "classes": args.classes, "dim": args.dim, "rounds": args.rounds}
+    figures.update(cpus=os.cpu_count(), python=args.python, faiss_index=args.faiss_index)
+    figures["difficulties"] = {}
+    for name in names:
+        cmd = [args.python, os.path.abspath(__file__), "--worker"]
+        cmd += ["--n", str(args.n), "--classes", str(args.classes), "--dim", str(args.dim)]
+        cmd += ["--seed", str(args.seed), "--chunk-size", str(args.chunk_size)]
+        cmd += ["--rounds", str(args.rounds), "--faiss-index", args.faiss_index]
+        cmd += ["--noise", str(DIFFICULTIES[name]["noise"])]
+        cmd += ["--skip-faiss"] if args.skip_faiss else []
+        result, proc = run_worker(cmd, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        if result is None:
+            raise RuntimeError(f"{name} worker ({args.python}) failed:\n{proc.stderr[-3000:]}")
+        result.update(DIFFICULTIES[name])
+        figures["difficulties"][name] = result
+        m = result["metrics"]
+        line = (
+            f"{name}: retrieval_metrics median {statistics.median(result['ccpdml_s']):.1f} s, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB, MAP@R {m['map_at_r']:.3f}, "
+            f"P@1 {m['precision_at_1']:.3f}"
         )
-    else:
-        print("faiss comparison skipped (--skip-faiss or faiss not importable).")
+        if "ratio" in result:
+            line += (
+                f"; faiss IndexFlat{args.faiss_index.upper()} k={result['k']} median "
+                f"{statistics.median(result['faiss_s']):.1f} s; ratio ccpdml/faiss "
+                f"{result['ratio']:.2f} (rounds {', '.join(f'{x:.2f}' for x in result['ratios'])})"
+            )
+        else:
+            line += "; faiss comparison skipped (--skip-faiss or faiss not importable)"
+        print(line, flush=True)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:

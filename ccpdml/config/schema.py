@@ -147,12 +147,9 @@ class CCPConfig(Section):
     random_init: bool = False
 
     def __post_init__(self):
+        # Any pool_size >= 1 is valid, as in the original (METHOD §3.5): b >= K draws b candidates
+        # per class, 1 < b < K draws b·K, b = 1 takes K random draws without k-center.
         positive(self, "proxies_per_class", "pool_size", "patience")
-        check(
-            self.pool_size >= self.proxies_per_class,
-            f"'pool_size' ({self.pool_size}) must be >= 'proxies_per_class' "
-            f"({self.proxies_per_class}): k-center picks the proxies from the pool.",
-        )
         for name in ("regularization", "decay", "in_batch_weight", "proxy_weight"):
             check(getattr(self, name) >= 0, f"'{name}' must be >= 0, got {getattr(self, name)}.")
 
@@ -287,15 +284,24 @@ class EvalConfig(Section):
 
 @dataclass(frozen=True)
 class DistributeConfig(Section):
-    """tf.distribute strategy selection."""
+    """tf.distribute strategy selection.
+
+    `startup_timeout` (seconds, multi_worker only): how long a worker waits for the others to
+    join before it exits naming the workers that never connected.
+    """
 
     strategy: str = "default"
     cross_replica_pairs: bool = True
     devices: tuple[str, ...] | None = None
     tpu: str | None = None
+    startup_timeout: float = 300.0
 
     def __post_init__(self):
         choice(self, "strategy", STRATEGIES)
+        check(
+            self.startup_timeout > 0,
+            f"'startup_timeout' must be > 0 seconds (default 300), got {self.startup_timeout}.",
+        )
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ import tensorflow as tf
 from keras import ops
 
 from ccpdml.distribute.cross_replica import scale_for_replicas
+from ccpdml.distribute.liveness import lost_worker_error
 
 
 def _train_function(model, strategy):
@@ -164,7 +165,13 @@ def fit_multi_worker(
         total = 0.0
         for batch in range(int(steps_per_epoch)):
             callback_list.on_train_batch_begin(batch)
-            total += float(step(iterator))
+            try:
+                total += float(step(iterator))
+            except Exception as exc:
+                lost = lost_worker_error(exc, f"at step {epoch * int(steps_per_epoch) + batch + 1}")
+                if lost is None:
+                    raise
+                raise lost from None
             logs = {"loss": total / (batch + 1)}
             callback_list.on_train_batch_end(batch, logs)
             if model.stop_training:

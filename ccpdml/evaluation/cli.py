@@ -211,16 +211,47 @@ def _resolve(args, metas):
             raise ValueError(f"The models disagree on {key!r} ({sorted(values)}); pass --{key}.")
         else:
             resolved[key] = None
-    sizes = {m.get("image_size") for m in metas if m.get("image_size") is not None}
+    # The export metadata's image_size is used as written: null means the preprocessing keeps
+    # the native shape ("digits"); 227 is only the default when no metadata names a size.
+    sizes = {m["image_size"] for m in metas if "image_size" in m}
     if args.image_size is not None:
         resolved["image_size"] = args.image_size
     elif len(sizes) > 1:
-        raise ValueError(f"The models disagree on image_size ({sorted(sizes)}); pass --image-size.")
+        raise ValueError(
+            f"The models disagree on image_size ({sorted(sizes, key=str)}); pass --image-size."
+        )
     else:
         resolved["image_size"] = sizes.pop() if sizes else 227
     if resolved["dataset"] is None:
         raise ValueError(f"Unknown dataset: pass --dataset (no {EXPORT_METADATA} names it).")
     return resolved
+
+
+def describe_model(meta, dim):
+    """Row name of one exported model, from its `ccpdml_export.json` (METHOD §4.10 names)."""
+    members, fold, repeat = meta.get("ensemble_members"), meta.get("fold"), meta.get("repeat")
+    if members and members > 1:
+        return f"ensemble of {members} folds (repeat {repeat}, {dim}D)"
+    if fold is not None:
+        return f"single model: fold {fold}, repeat {repeat} ({dim}D)"
+    return f"single model ({dim}D)"
+
+
+def _check_one_model_per_fold(paths, metas):
+    """Concatenating repeats of the same fold is not the MLRC ensemble: refuse it."""
+    seen = {}
+    for path, meta in zip(paths, metas):
+        fold, repeat = meta.get("fold"), meta.get("repeat")
+        if fold is None or repeat is None:
+            continue
+        other = seen.setdefault(fold, (path, repeat))
+        if other[1] != repeat:
+            raise ValueError(
+                f"{other[0]!r} and {path!r} are fold {fold} of repeats {other[1]} and {repeat}: "
+                "the fold ensemble concatenates different folds of one repeat. Pass one model "
+                "per fold (e.g. export/fold_r0_f1 ... fold_r0_f4); the run's metrics.json "
+                "(test_combinations) holds every cross-repeat combination (METHOD §4.10)."
+            )
 
 
 def evaluate_main(argv=None):
@@ -243,6 +274,7 @@ def evaluate_main(argv=None):
     args = parser.parse_args(argv)
 
     metas = [read_export_metadata(p) for p in args.model]
+    _check_one_model_per_fold(args.model, metas)
     resolved = _resolve(args, metas)
     loaded = [load_embedding_model(p) for p in args.model]
     endpoints = [m.serve for m in loaded]
@@ -287,11 +319,17 @@ def evaluate_main(argv=None):
     )
     print(f"{resolved['dataset']} test split: {len(labels)} images, {len(args.model)} model(s)")
     dims = {e.shape[1] for e in per_model}
-    shown = dict(rows)
+    # Printed row names say what each model is (from its metadata); JSON keys stay stable.
+    shown = {
+        (f"fold_{i + 1}: " if len(per_model) > 1 else "") + describe_model(meta, emb.shape[1]): (
+            rows[f"fold_{i + 1}"] if len(per_model) > 1 else rows["model"]
+        )
+        for i, (meta, emb) in enumerate(zip(metas, per_model))
+    }
     if len(per_model) > 1:
         mean_name = f"folds_mean ({dims.pop()}D)" if len(dims) == 1 else "folds_mean"
-        concat_name = f"concatenated ({sum(e.shape[1] for e in per_model)}D)"
-        shown[mean_name], shown[concat_name] = shown.pop("folds_mean"), shown.pop("concatenated")
+        shown[mean_name] = rows["folds_mean"]
+        shown[f"concatenated ({sum(e.shape[1] for e in per_model)}D)"] = rows["concatenated"]
     print(format_table(shown))
     if args.json:
         write_json(
@@ -302,6 +340,7 @@ def evaluate_main(argv=None):
                 "image_size": resolved["image_size"],
                 "models": list(args.model),
                 "export_metadata": metas,
+                "description": list(shown)[0] if len(per_model) == 1 else None,
                 "test_query_count": data.test_query_count,
                 "results": rows,
             },

@@ -28,7 +28,12 @@ def concat_embeddings(embeddings):
         raise ValueError(
             f"Every part must be [N, D] with the same N; received {[p.shape for p in parts]}."
         )
-    return ball_normalize_np(np.concatenate([ball_normalize_np(p) for p in parts], axis=1))
+    return join_normalized([ball_normalize_np(p) for p in parts])
+
+
+def join_normalized(parts):
+    """NL of the concatenation of already NL-normalised parts (the outer step of §4.10)."""
+    return ball_normalize_np(np.concatenate(parts, axis=1))
 
 
 def ensemble_metrics(per_fold_query, query_labels, per_fold_ref=None, ref_labels=None, **kwargs):

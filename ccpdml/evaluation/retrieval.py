@@ -1,10 +1,12 @@
 """Exact retrieval metrics (P@1, P@R = R-Precision, MAP@R, R@k, NMI) with chunked kNN (METHOD §6)."""
 
+import sys
+
 import numpy as np
 
-# Padded reference columns get this key: larger than any real key (|key| <= ~3 after the ball
-# projection), finite so that the float32 matmul never meets inf.
-_PAD_KEY = np.float32(1e30)
+from ccpdml.evaluation.exact_knn import exact_top_k
+
+DEVICES = ("auto", "numpy", "tensorflow")
 
 
 def ball_normalize_np(x):
@@ -34,36 +36,6 @@ def _as_labels(y, n, name):
     return y
 
 
-def _top_k_chunk(keys, k, w):
-    """Indices [c, k] of the k smallest keys per row, ties toward the lower column index.
-
-    Exact: strided blocks of columns (block b = columns b, b+M, b+2M, ...) give per-row block
-    minima; the k-th smallest block minimum t is >= the true k-th smallest key (the minima are k
-    distinct entries), so every top-k entry is <= t and lies in a block whose minimum is <= t.
-    Only those blocks are gathered, filtered by <= t and sorted by (key, column). With w = 1 this
-    is a plain partition of the full row. `keys.shape[1]` must be a multiple of `w`.
-    """
-    c, n_cols = keys.shape
-    m = n_cols // w
-    blocks = keys.reshape(c, w, m)
-    minima = blocks.min(axis=1)  # [c, m]
-    t = np.partition(minima, k - 1, axis=1)[:, k - 1]
-    rows_b, cols_b = np.nonzero(minima <= t[:, None])
-    vals = blocks[rows_b, :, cols_b]  # [nb, w]
-    cols = np.arange(w)[None, :] * m + cols_b[:, None]
-    keep = vals <= t[rows_b, None]
-    rows = np.broadcast_to(rows_b[:, None], keep.shape)[keep]
-    cols, vals = cols[keep], vals[keep]
-    order = np.lexsort((cols, vals, rows))
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(c))
-    rank = np.arange(rows.size) - starts[rows]
-    sel = rank < k
-    out = np.empty((c, k), dtype=np.int64)
-    out[rows[sel], rank[sel]] = cols[sel]
-    return out
-
-
 def retrieval_metrics(
     query_embeddings,
     query_labels,
@@ -71,10 +43,11 @@ def retrieval_metrics(
     reference_labels=None,
     *,
     ks=(1,),
-    chunk_size=1024,
+    chunk_size=2048,
     nmi=False,
     normalize=True,
     seed=0,
+    device="auto",
     progress=None,
 ):
     """Exact retrieval metrics of queries against references (MLRC definitions, METHOD §6).
@@ -91,12 +64,15 @@ def retrieval_metrics(
     from every average (fixes B8). `num_queries` is the number of valid queries.
 
     Ranking: embeddings are projected on the unit ball (NL, METHOD §1.4) when `normalize`, then
-    references are ranked by the Euclidean distance, computed as the key ‖r‖² − 2<q, r> in
-    float32 (same order as ‖q − r‖ up to float32 rounding). Ties in the key go to the lower
-    reference index, as `tf.math.top_k`. With `reference_*=None` the query set is its own
-    reference set (leave-one-out): the query itself is excluded by index, never by dropping the
-    first retrieved column (fixes B6/B7). kNN is exact and runs over query chunks, so memory is
-    O(chunk_size · N_ref) and the label bookkeeping O(N).
+    references are ranked by the Euclidean distance, computed as the key ‖r‖² − 2<q, r>
+    (evaluated in float64 from the float32 embeddings, rounded once to float32; the same order as
+    ‖q − r‖ up to that rounding, and independent of BLAS and of `chunk_size`). Ties in the key go
+    to the lower reference index, as `tf.math.top_k`. With `reference_*=None` the query set is its
+    own reference set (leave-one-out): the query itself is excluded by index, never by dropping
+    the first retrieved column (fixes B6/B7). kNN is exact (`exact_knn.exact_top_k`): tiles of
+    chunk_size² products with selection in cache, only the upper triangle in leave-one-out mode;
+    memory O(chunk_size² + N · k), label bookkeeping O(N). On a GPU the search runs in
+    TensorFlow (`exact_knn_tf`, chunks of matmul + top_k), with the same result.
 
     Args:
         query_embeddings: float array [Nq, D].
@@ -104,13 +80,16 @@ def retrieval_metrics(
         reference_embeddings: float array [Nr, D] or None (default: leave-one-out on the queries).
         reference_labels: array [Nr] or None; given together with `reference_embeddings`.
         ks: recall cut-offs, default (1,).
-        chunk_size: queries per chunk, default 1024 (peak memory ~ 4 · chunk_size · Nr bytes
-            plus O(N · D); 340 MB at SOP scale).
+        chunk_size: rows and columns per tile, default 2048 (peak memory ~ 12 · chunk_size²
+            bytes plus O(N · (D + k)); about 100 MB at SOP scale).
         nmi: also compute NMI with k-means, default False (slow for many classes).
         normalize: apply the ball projection first, default True.
         seed: k-means random state, default 0.
-        progress: None (default) or a callable `progress(done, total)` called after each query
-            chunk with the number of valid queries done and their total (progress display).
+        device: "auto" (default: "tensorflow" when TensorFlow is imported and sees a GPU, else
+            "numpy"), "numpy" or "tensorflow" (forces the TensorFlow path, also on CPU).
+        progress: None (default) or a callable `progress(done, total)` called after each block
+            of chunk_size queries but the last, with the number of valid queries done and their
+            total (progress display).
 
     Returns:
         dict of Python floats: precision_at_1, r_precision, map_at_r, recall_at_{k} for each k,
@@ -122,8 +101,11 @@ def retrieval_metrics(
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers; received {ks}.")
-    if int(chunk_size) < 1:
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1; received {chunk_size}.")
+    if device not in DEVICES:
+        raise ValueError(f"Unknown device {device!r}; valid devices: {DEVICES}.")
     q = _as_embeddings(query_embeddings, "query_embeddings")
     q_lab = _as_labels(query_labels, q.shape[0], "query_labels")
     loo = reference_embeddings is None
@@ -155,46 +137,45 @@ def retrieval_metrics(
     n_ref_eff = r.shape[0] - int(loo)
     k_max = max(ks)
 
-    # Augmented float32 matrices: [−2q, 1] · [r, ‖r‖²]ᵀ = ‖r‖² − 2<q, r> in one matmul.
-    k_cap = min(max(int(rel_count.max()), k_max), n_ref_eff)
-    w = int(np.clip(r.shape[0] // (8 * k_cap), 1, 16))
-    n_cols = -(-r.shape[0] // w) * w
-    ref_aug = np.zeros((n_cols, r.shape[1] + 1), dtype=np.float32)
-    ref_aug[: r.shape[0], :-1] = r
-    ref_aug[: r.shape[0], -1] = np.einsum("ij,ij->i", r, r)
-    ref_aug[r.shape[0] :, -1] = _PAD_KEY
-    ref_aug_t = ref_aug.T
+    k_row = np.minimum(np.maximum(rel_count, k_max), n_ref_eff)
+    if device == "auto":
+        device = "tensorflow" if _gpu_available() else "numpy"
+    if device == "tensorflow":
+        from ccpdml.evaluation.exact_knn_tf import exact_top_k_tf
 
-    sums = {"precision_at_1": 0.0, "r_precision": 0.0, "map_at_r": 0.0}
-    sums.update({f"recall_at_{k}": 0.0 for k in ks})
-    chunk_size = int(chunk_size)
-    buf = None
-    for start in range(0, valid.size, chunk_size):
-        if progress is not None and start:
-            progress(start, valid.size)
-        idx = valid[start : start + chunk_size]
-        c = idx.size
-        q_aug = np.empty((c, q.shape[1] + 1), dtype=np.float32)
-        np.multiply(q[idx], -2.0, out=q_aug[:, :-1])
-        q_aug[:, -1] = 1.0
-        if buf is None or buf.shape[0] != c:
-            buf = np.empty((c, n_cols), dtype=np.float32)
-        keys = np.matmul(q_aug, ref_aug_t, out=buf)
-        if loo:
-            keys[np.arange(c), idx] = np.inf  # exclude the query itself by index
-        r_q = rel_count[idx]
-        k = min(max(int(r_q.max()), k_max), n_ref_eff)
-        top = _top_k_chunk(keys, k, w)
-        rel = r_code[top] == q_code[idx][:, None]  # [c, k]
-        hits = np.cumsum(rel, axis=1)
-        ranks = np.arange(1, k + 1)
-        prec = hits / ranks
-        within_r = ranks[None, :] <= r_q[:, None]
-        sums["precision_at_1"] += float(rel[:, 0].sum())
-        sums["r_precision"] += float((hits[np.arange(c), r_q - 1] / r_q).sum())
-        sums["map_at_r"] += float(((prec * rel * within_r).sum(axis=1) / r_q).sum())
-        for kk in ks:
-            sums[f"recall_at_{kk}"] += float((hits[:, min(kk, k) - 1] > 0).sum())
+        top = exact_top_k_tf(
+            q[valid],
+            r,
+            k_row[valid],
+            exclude=valid if loo else None,
+            chunk_size=chunk_size,
+            progress=None if progress is None else lambda done: progress(done, valid.size),
+        )
+    elif loo:  # progress in rows of q: count the valid queries among them
+        done = (
+            None
+            if progress is None
+            else (lambda i: progress(int(np.searchsorted(valid, i)), valid.size))
+        )
+        top = exact_top_k(q, None, k_row, symmetric=True, block=chunk_size, progress=done)[valid]
+    else:
+        done = None if progress is None else (lambda i: progress(i, valid.size))
+        top = exact_top_k(q[valid], r, k_row[valid], block=chunk_size, progress=done)
+    r_q, k_v = rel_count[valid], k_row[valid]
+    ranks = np.arange(1, top.shape[1] + 1)
+    rel = (r_code[top] == q_code[valid][:, None]) & (ranks[None, :] <= k_v[:, None])
+    hits = np.cumsum(rel, axis=1)
+    prec = hits / ranks
+    rows = np.arange(valid.size)
+    sums = {
+        "precision_at_1": float(rel[:, 0].sum()),
+        "r_precision": float((hits[rows, r_q - 1] / r_q).sum()),
+        "map_at_r": float(
+            ((prec * rel * (ranks[None, :] <= r_q[:, None])).sum(axis=1) / r_q).sum()
+        ),
+    }
+    for kk in ks:
+        sums[f"recall_at_{kk}"] = float((hits[rows, np.minimum(kk, k_v) - 1] > 0).sum())
 
     out = {name: value / valid.size for name, value in sums.items()}
     if nmi:
@@ -210,3 +191,9 @@ def _nmi(embeddings, codes, seed):
     n_clusters = int(np.unique(codes).size)
     assignment = KMeans(n_clusters=n_clusters, random_state=seed, n_init=1).fit_predict(embeddings)
     return float(normalized_mutual_info_score(codes, assignment))
+
+
+def _gpu_available():
+    """True when TensorFlow is already imported (as `import ccpdml` does) and sees a GPU."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and bool(tf.config.list_physical_devices("GPU"))

@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from ccpdml.evaluation.retrieval import _PAD_KEY, _top_k_chunk, ball_normalize_np
+from ccpdml.evaluation.exact_knn import PAD_KEY, top_k_chunk
+from ccpdml.evaluation.retrieval import ball_normalize_np
 from ccpdml.train.export import replace_directory
 from ccpdml.train.rundir import atomic_save_npy, atomic_write_json, read_json
 
@@ -130,7 +131,7 @@ class RetrievalIndex:
         ref_aug = np.zeros((n_cols, r.shape[1] + 1), dtype=np.float32)
         ref_aug[: len(r), :-1] = r
         ref_aug[: len(r), -1] = np.einsum("ij,ij->i", r, r)
-        ref_aug[len(r) :, -1] = _PAD_KEY
+        ref_aug[len(r) :, -1] = PAD_KEY
         ref_t = ref_aug.T
         indices = np.empty((len(q), k), np.int64)
         distances = np.empty((len(q), k), np.float32)
@@ -141,7 +142,7 @@ class RetrievalIndex:
             if exclude is not None:
                 rows = np.flatnonzero(exclude[start : start + len(chunk)] >= 0)
                 keys[rows, exclude[start + rows]] = np.inf
-            top = _top_k_chunk(keys, k, w)
+            top = top_k_chunk(keys, k, w)
             key = np.take_along_axis(keys, top, axis=1)
             sq = np.einsum("ij,ij->i", chunk, chunk)[:, None]
             indices[start : start + len(chunk)] = top

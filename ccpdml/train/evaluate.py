@@ -1,13 +1,15 @@
-"""Test-split evaluation of a run: fold embeddings, "128D" fold metrics, "512D" ensemble (§4.10)."""
+"""Test-split evaluation of a run: the original's cross-repeat protocol (§4.10) and the ensemble export."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
 import data_pipelines
 from ccpdml.evaluation import concat_embeddings, retrieval_metrics
+from ccpdml.evaluation.cross_repeat import MAX_COMBINATIONS, cross_repeat_metrics, mean_metrics
 from ccpdml.models import build_embedding_model
 from ccpdml.train.export import ensemble_model, export_saved_model
 
@@ -64,25 +66,109 @@ def split_metrics(embeddings, data, eval_cfg) -> dict:
     return retrieval_metrics(embeddings, labels, **kwargs)
 
 
-def evaluate_ensemble(config, run, data, results, input_shape) -> dict:
-    """Concatenated-embedding ("512D") metrics and SavedModel for each repeat's folds."""
-    by_repeat = {}
-    for res in results:
-        by_repeat.setdefault(res["repeat"], []).append(res)
-    ensembles = []
-    for repeat, members in sorted(by_repeat.items()):
-        members = sorted(members, key=lambda r: r["fold"])
-        parts = [
-            np.load(os.path.join(run.fold_dir(repeat, m["fold"]), "test_embeddings.npy"))
-            for m in members
-        ]
-        joined = concat_embeddings(parts)
-        metrics = split_metrics(joined, data, config.evaluation)
-        ensembles.append({"repeat": repeat, "folds": [m["fold"] for m in members], "test": metrics})
-    # Export the first repeat's ensemble as one SavedModel (images -> concatenated embedding).
-    first = sorted(by_repeat)[0]
+def _grid(results) -> tuple[list[int], list[int], dict]:
+    """(folds, repeats, {(fold, repeat): result}); every fold must have every repeat."""
+    by_key = {(r["fold"], r["repeat"]): r for r in results}
+    folds = sorted({f for f, _ in by_key})
+    repeats = sorted({r for _, r in by_key})
+    missing = [(f, r) for f in folds for r in repeats if (f, r) not in by_key]
+    if missing:
+        raise ValueError(
+            f"Test evaluation needs every fold of every repeat; missing (fold, repeat) {missing}. "
+            "Re-run the same train command to finish them."
+        )
+    return folds, repeats, by_key
+
+
+def describe_test(folds: int, combos: dict) -> str:
+    """What `metrics.json`'s headline `test` is, in words (also written into it)."""
+    if folds == 1:
+        return (
+            f"single model (1 fold), mean over {combos['count']} repeats"
+            if combos["count"] > 1
+            else "single model (1 fold, 1 repeat)"
+        )
+    if combos["count"] == 1:
+        return f"concatenated ensemble of the {folds} fold models (1 repeat)"
+    how = f"a seeded sample of {combos['count']}" if combos["sampled"] else f"all {combos['count']}"
+    return (
+        f"concatenated ensemble of {folds} fold models, mean over {how} of the "
+        f"{combos['total']} cross-repeat combinations"
+    )
+
+
+def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
+    """The test part of `metrics.json` (METHOD §4.10 steps 3-6) and the ensemble export.
+
+    Every cross-repeat combination of the fold models' saved test embeddings is scored
+    (`cross_repeat_metrics`; a sample seeded with `config.seed` when there are more than
+    `MAX_COMBINATIONS`). Keys: `test` (headline: the combinations' mean ensemble metrics, or the
+    mean of the single models with one fold), `test_description`, `test_folds_mean` (mean of
+    every fold model), `test_combinations` (statistics, worst, best, each combination) and, with
+    several folds, `test_repeat_ensembles` (the ensemble of each repeat's own folds, an extra).
+    With several folds the first repeat's ensemble is exported as one SavedModel.
+    """
+    folds, repeats, by_key = _grid(results)
+    embeddings = [
+        [np.load(os.path.join(run.fold_dir(r, f), "test_embeddings.npy")) for r in repeats]
+        for f in folds
+    ]
+    fold_metrics = [[by_key[(f, r)]["test"] for r in repeats] for f in folds]
+    started = last = time.monotonic()
+    step = max(1, min(MAX_COMBINATIONS, len(repeats) ** len(folds)) // 10)
+
+    def progress(done, total):
+        # every 10 %, and at least every 30 s when single combinations are slow (SOP scale)
+        nonlocal last
+        now = time.monotonic()
+        if total > 1 and (done % step == 0 or done == total or now - last > 30):
+            last, spent = now, now - started
+            log(
+                f"test combinations {done}/{total} ({spent:.0f} s, "
+                f"~{spent / done * (total - done):.0f} s left)"
+            )
+
+    combos = cross_repeat_metrics(
+        embeddings,
+        fold_metrics,
+        lambda joined: split_metrics(joined, data, config.evaluation),
+        seed=config.seed,
+        progress=progress,
+    )
+    metrics = {
+        "test": combos["ensemble"]["mean"] if len(folds) > 1 else combos["folds_mean"]["mean"],
+        "test_description": describe_test(len(folds), combos),
+        "test_folds_mean": mean_metrics([r["test"] for r in results]),
+        "test_combinations": combos,
+    }
+    if len(folds) > 1:
+        metrics["test_repeat_ensembles"] = _repeat_ensembles(
+            config, data, folds, repeats, embeddings, combos
+        )
+        _export_ensemble(config, run, folds, repeats[0], input_shape)
+    return metrics
+
+
+def _repeat_ensembles(config, data, folds, repeats, embeddings, combos) -> list[dict]:
+    """Ensemble of each repeat's own folds; reused from the combinations when scored there."""
+    scored = {tuple(c["repeats"]): c["ensemble"] for c in combos["combinations"]}
+    out = []
+    for i, repeat in enumerate(repeats):
+        test = scored.get((i,) * len(folds))
+        if test is None:
+            test = split_metrics(
+                concat_embeddings([per_repeat[i] for per_repeat in embeddings]),
+                data,
+                config.evaluation,
+            )
+        out.append({"repeat": repeat, "folds": folds, "test": test})
+    return out
+
+
+def _export_ensemble(config, run, folds, repeat, input_shape) -> None:
+    """One SavedModel: images -> the concatenated embedding of `repeat`'s fold models."""
     embedders = []
-    for m in sorted(by_repeat[first], key=lambda r: r["fold"]):
+    for fold in folds:
         emb = build_embedding_model(
             config.model.backbone,
             input_shape=input_shape,
@@ -90,9 +176,9 @@ def evaluate_ensemble(config, run, data, results, input_shape) -> dict:
             pooling=config.model.pooling,
             weights=None,
             freeze_bn=config.model.freeze_bn,
-            name=f"fold_{m['fold']}",
+            name=f"fold_{fold}",
         )
-        emb.load_weights(os.path.join(run.fold_dir(first, m["fold"]), "embedder.weights.h5"))
+        emb.load_weights(os.path.join(run.fold_dir(repeat, fold), "embedder.weights.h5"))
         embedders.append(emb)
     export_saved_model(
         ensemble_model(embedders, input_shape),
@@ -101,13 +187,48 @@ def evaluate_ensemble(config, run, data, results, input_shape) -> dict:
             config,
             embedding_dim=config.model.embedding_dim * len(embedders),
             fold=None,
-            repeat=first,
+            folds=folds,
+            repeat=repeat,
             ensemble_members=len(embedders),
         ),
     )
-    return {"repeats": ensembles}
 
 
-def mean_metrics(dicts: list[dict]) -> dict:
-    keys = [k for k in dicts[0] if isinstance(dicts[0][k], float)]
-    return {k: float(np.mean([d[k] for d in dicts])) for k in keys}
+HEADLINE_KEYS = (("precision_at_1", "P@1"), ("r_precision", "P@R"), ("map_at_r", "MAP@R"))
+
+
+def _spread(stats: dict) -> str:
+    return ", ".join(
+        f"{label} {100 * stats['mean'][k]:.2f} ± {100 * stats['std'][k]:.2f}"
+        for k, label in HEADLINE_KEYS
+    )
+
+
+def test_summary(metrics: dict) -> list[str]:
+    """Log lines for the test part of `metrics.json` (one per kind of result, no duplicates)."""
+    combos = metrics["test_combinations"]
+    lines = [f"test: {metrics['test_description']}"]
+    if combos["count"] == 1:
+        head = metrics["test"]
+        lines.append("  " + ", ".join(f"{label} {100 * head[k]:.2f}" for k, label in HEADLINE_KEYS))
+        if combos["folds"] > 1:
+            mean = metrics["test_folds_mean"]
+            lines.append(
+                f"  mean of the {combos['folds']} single fold models: "
+                + ", ".join(f"{label} {100 * mean[k]:.2f}" for k, label in HEADLINE_KEYS)
+            )
+        return lines
+    n = combos["count"]
+    if combos["ensemble"] is not None:
+        ens = combos["ensemble"]
+        lines.append(f"  ensemble, mean ± std over {n} combinations: {_spread(ens)}")
+        lines.append(
+            f"  ensemble MAP@R of the worst / best combination (by mean single-model MAP@R): "
+            f"{100 * ens['worst']['map_at_r']:.2f} (repeats {combos['worst']}) / "
+            f"{100 * ens['best']['map_at_r']:.2f} (repeats {combos['best']})"
+        )
+    lines.append(
+        f"  mean of single fold models, mean ± std over {n} combinations: "
+        f"{_spread(combos['folds_mean'])}"
+    )
+    return lines

@@ -16,12 +16,13 @@ import keras
 
 import data_pipelines
 from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
-from ccpdml.distribute import fit_multi_worker
+from ccpdml.distribute import check_workers_resume_together, fit_multi_worker
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.evaluate import export_metadata, split_metrics
 from ccpdml.train.export import export_saved_model
+from ccpdml.train.faults import fault_callbacks, fault_point
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
 from ccpdml.train.progress import RunProgress
 from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
@@ -151,7 +152,7 @@ def _callbacks(config, built, val_split, embed, streams, fold_dir, optimizer):
         early_stopping=early,
         every=train_cfg.checkpoint_every_validations,
     )
-    callbacks.append(state)
+    callbacks += fault_callbacks() + [state]  # fault hooks (tests only) act before the save
     return callbacks, ccp_callback, state
 
 
@@ -184,6 +185,7 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
     built.embedder.save_weights(os.path.join(fold_dir, "embedder.weights.h5"))
     test_embeddings = embed(built.embedder, data.test)
     atomic_save_npy(os.path.join(fold_dir, "test_embeddings.npy"), test_embeddings)
+    fault_point("fold_export")
     test = split_metrics(test_embeddings, data, config.evaluation)
     export_saved_model(
         built.embedder,
@@ -277,12 +279,17 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
         metrics = loss_term_metrics(built.ccp_loss) if built.ccp_loss is not None else None
     _compile(config, built, strategy, optimizer, metrics)
 
-    callbacks, ccp_callback, state = _callbacks(
-        config, built, val_split, embed, streams, fold_dir, optimizer
-    )
+    # Everything that may create variables (CCP snapshots, the optimizer's slots built by
+    # restore) must live in the run's strategy, or a resumed run could never start.
+    with strategy.scope():
+        callbacks, ccp_callback, state = _callbacks(
+            config, built, val_split, embed, streams, fold_dir, optimizer
+        )
+        if config.distribute.strategy == "multi_worker":  # before restore creates variables
+            check_workers_resume_together(strategy, state.summary(), f"r{repeat}_f{fold}")
+        initial_epoch = state.restore(built.model)
     callbacks.append(keras.callbacks.TensorBoard(run.file("logs", f"r{repeat}_f{fold}")))
     callbacks.append(_progress(config, repeat, fold))
-    initial_epoch = state.restore(built.model)
     if initial_epoch:
         log(f"resuming repeat {repeat} fold {fold} from validation round {initial_epoch}")
     elif train_cfg.warmup_validations > 0:

@@ -21,6 +21,9 @@ import numpy as np
 
 from ccpdml.train.rundir import atomic_write_bytes
 
+# What a truncated or corrupt state file raises while it is read.
+_DAMAGED = (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, zlib.error)
+
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """`keras.callbacks.EarlyStopping` whose counters and best weights survive a restart."""
@@ -140,6 +143,24 @@ class TrainingState(keras.callbacks.Callback):
         atomic_write_bytes(self.path, buffer.getvalue())
 
     # Restoring -----------------------------------------------------------------------------
+    def summary(self) -> tuple[int, int]:
+        """(round the saved state continues from, CRC-32 of all its arrays); (0, 0) if none.
+
+        Reads the file only (creates no variable), so that multi-worker runs can compare their
+        states before restoring them (variable creation is itself a collective there).
+        """
+        if not os.path.exists(self.path):
+            return 0, 0
+        crc = 0
+        try:
+            with np.load(self.path) as data:
+                for key in sorted(data.files):
+                    crc = zlib.crc32(np.ascontiguousarray(data[key]).tobytes(), crc)
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        except _DAMAGED as exc:
+            raise self._damaged(exc) from exc
+        return int(meta["next_epoch"]), crc
+
     def restore(self, model) -> int:
         """Load the saved state into `model` & co.; returns the epoch to continue from (0 if none).
 
@@ -149,12 +170,15 @@ class TrainingState(keras.callbacks.Callback):
             return 0
         try:
             return self._restore(model)
-        except (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, zlib.error) as exc:
-            raise ValueError(
-                f"the training state {self.path} is damaged ({type(exc).__name__}: {exc}) and "
-                "cannot be resumed from. Delete it and rerun the same command: this fold restarts "
-                "from its beginning (finished folds are kept)."
-            ) from exc
+        except _DAMAGED as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc) -> ValueError:
+        return ValueError(
+            f"the training state {self.path} is damaged ({type(exc).__name__}: {exc}) and "
+            "cannot be resumed from. Delete it and rerun the same command: this fold restarts "
+            "from its beginning (finished folds are kept)."
+        )
 
     def _restore(self, model) -> int:
         with np.load(self.path) as data:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 import data_pipelines
+from ccpdml.distribute import check_workers_fold_done, lost_worker_error
+from ccpdml.distribute.liveness import PEER_ERRORS
 from ccpdml.train.checks import (
     check_batches,
     check_classes,
@@ -19,13 +21,12 @@ from ccpdml.train.checks import (
     check_weights_file,
     explain_data_error,
 )
-from ccpdml.train.evaluate import Embedder, evaluate_ensemble, mean_metrics
+from ccpdml.train.evaluate import Embedder, evaluate_test, test_summary
+from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import log, train_fold
 from ccpdml.train.fold import run_folds as _folds
 from ccpdml.train.rundir import RunDirectory, atomic_write_json
 from ccpdml.train.strategy import make_strategy
-
-HEADLINE_KEYS = ("map_at_r", "r_precision", "precision_at_1")
 
 
 def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dict:
@@ -34,7 +35,23 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
     `config.yaml` is written only once the whole configuration is checked against the data. An
     existing run with a different config is refused, unless `allow_changes` and the changes can
     be honoured (see `ccpdml.train.checks.check_resumed_config`; logged in `changes.log`).
+    Under `multi_worker`, a peer lost outside the training steps (validation, test embeddings,
+    agreement checks) raises the same `WorkerLostError` as one lost during a step.
     """
+    try:
+        return _train_and_evaluate(config, workdir, allow_changes)
+    except tuple(PEER_ERRORS) as exc:
+        lost = lost_worker_error(exc, "outside a training step") if _multi(config) else None
+        if lost is None:
+            raise
+        raise lost from None
+
+
+def _multi(config) -> bool:
+    return config.distribute.strategy == "multi_worker"
+
+
+def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
     check_weights_file(config.model)
     run = RunDirectory(workdir)
     try:
@@ -60,6 +77,8 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
         for repeat in range(config.repeats):
             for fold in _folds(config.data):
                 done = run.fold_result(repeat, fold)
+                if _multi(config):
+                    check_workers_fold_done(strategy, f"r{repeat}_f{fold}", done is not None)
                 if done is not None:
                     log(f"repeat {repeat} fold {fold} already finished; skipping")
                     results.append(done)
@@ -76,18 +95,16 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
                 results.append(result)
         test_batches = data_pipelines.samplers.eval_batches(data.test, preprocess, 1, cache=False)
         input_shape = tuple(test_batches.element_spec[0].shape[1:])
-        ensemble = evaluate_ensemble(config, run, data, results, input_shape)
-        folds_mean = mean_metrics([r["test"] for r in results])
-        ensemble_mean = mean_metrics([e["test"] for e in ensemble["repeats"]])
-        several = len(_folds(config.data)) > 1
+        test = evaluate_test(config, run, data, results, input_shape, log)
+        fault_point("ensemble")
         metrics = {
             "experiment": config.name,
-            "test": ensemble_mean if several else folds_mean,
-            "test_folds_mean": folds_mean,
-            "test_ensemble": ensemble["repeats"],
+            **test,
             "embedding_dim": {
                 "fold": config.model.embedding_dim,
-                "ensemble": config.model.embedding_dim * len(_folds(config.data)),
+                "ensemble": config.model.embedding_dim * len(_folds(config.data))
+                if len(_folds(config.data)) > 1
+                else None,
             },
             "folds": [
                 {k: v for k, v in r.items() if k != "history"} | {"history": r["history"]}
@@ -95,18 +112,8 @@ def train_and_evaluate(config, workdir: str, allow_changes: bool = False) -> dic
             ],
         }
         atomic_write_json(run.file("metrics.json"), metrics)
-        headline = metrics["test"]
-        log(
-            "test ("
-            + (
-                f"concatenated ensemble of {len(_folds(config.data))} folds"
-                if several
-                else "single model"
-            )
-            + "): "
-            + ", ".join(f"{k} {headline[k]:.4f}" for k in HEADLINE_KEYS)
-        )
-        log("test (mean of folds): " + ", ".join(f"{k} {folds_mean[k]:.4f}" for k in HEADLINE_KEYS))
+        for line in test_summary(metrics):
+            log(line)
         log(f"metrics: {run.file('metrics.json')}; exports: {run.file('export')}")
         return metrics
     finally:

@@ -3,13 +3,12 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from run_processes import FOLD, KILLED, assert_same_run, finish, free_port, start, tf_config
 
 from ccpdml.distribute import fit_multi_worker
 from ccpdml.layers import CCPState, ProxyBank
@@ -84,13 +83,6 @@ def test_initial_epoch_and_stop_training():
         fit_multi_worker(model, ds, steps_per_epoch=0, epochs=1)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
     "distribute.strategy=multi_worker",
     "repeats=1",
@@ -105,59 +97,116 @@ TINY = [
 ]
 
 
+def _cluster(workdirs, logs, faults=(None, None)):
+    """Start one `python -m ccpdml train` worker per work directory on fresh loopback ports."""
+    ports = [free_port() for _ in workdirs]
+    return [
+        start(w, TINY, log, fault=f, extra_env={"TF_CONFIG": tf_config(ports, i)})
+        for i, (w, log, f) in enumerate(zip(workdirs, logs, faults))
+    ], ports
+
+
+def _finish_all(procs):
+    return [finish(p, timeout=TIMEOUT) for p in procs]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 2-worker run: (run directories, [(exit code, output)])."""
+    base = tmp_path_factory.mktemp("mw_reference")
+    workdirs = [str(base / f"worker{i}") for i in range(2)]
+    procs, _ = _cluster(workdirs, [base / f"worker{i}.log" for i in range(2)])
+    return workdirs, _finish_all(procs)
+
+
 @pytest.mark.slow
-def test_two_local_workers_train_the_digits_ccp_experiment(tmp_path):
+def test_two_local_workers_train_the_digits_ccp_experiment(reference):
     """Two `python -m ccpdml train` processes form a MultiWorkerMirroredStrategy cluster on
     127.0.0.1 and train fold 1 of the digits CCP experiment to completion; every worker ends in
     the same state (weights, BN statistics, proxies, Adam moments, CCP schedule)."""
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for i in range(2):
-        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        command = [
-            sys.executable,
-            "-m",
-            "ccpdml",
-            "train",
-            "--config",
-            os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml"),
-            "--workdir",
-            str(tmp_path / f"worker{i}"),
-        ]
-        for item in TINY:
-            command += ["--set", item]
-        procs.append(
-            subprocess.Popen(
-                command,
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=TIMEOUT)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"the 2-worker run did not finish within {TIMEOUT} s")
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-3000:]
+    workdirs, outcomes = reference
+    for code, out in outcomes:
+        assert code == 0, out[-3000:]
         assert "2 replica(s)" in out, out[-3000:]
-    states = [
-        np.load(tmp_path / f"worker{i}" / "folds" / "r0_f1" / "state" / "state.npz")
-        for i in range(2)
-    ]
+    states = [np.load(os.path.join(w, FOLD, "state", "state.npz")) for w in workdirs]
     assert states[0].files == states[1].files
     for key in states[0].files:
         np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
-    metrics = [json.loads((tmp_path / f"worker{i}" / "metrics.json").read_text()) for i in range(2)]
+    metrics = [json.loads(open(os.path.join(w, "metrics.json")).read()) for w in workdirs]
     assert metrics[0]["test"] == metrics[1]["test"]
     history = metrics[0]["folds"][0]["history"]
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
     assert "ccp_instance" in history[-1]  # the CCP schedule ran (k-center at train begin)
+
+
+@pytest.mark.slow
+def test_killed_worker_ends_the_other_and_rerun_equals_uninterrupted_run(reference, tmp_path):
+    """Worker 1 is SIGKILLed after step 5 (mid round 2; round 1 is saved). Worker 0 must stop
+    with the lost-worker message (no traceback). Rerunning with worker 1's state missing is
+    refused by both workers, naming each one's progress; with the state back, rerunning both
+    with the same command ends with the reference's state and metrics on every worker."""
+    workdirs = [str(tmp_path / f"worker{i}") for i in range(2)]
+    logs = [tmp_path / f"kill{i}.log" for i in range(2)]
+    procs, ports = _cluster(workdirs, logs, faults=(None, "train_step:5"))
+    (code0, out0), (code1, out1) = _finish_all(procs)
+    assert code1 == KILLED, out1[-3000:]
+    assert code0 == 1, out0[-3000:]
+    assert f"worker 1 (127.0.0.1:{ports[1]}) was lost at step 6" in out0, out0[-3000:]
+    assert "rerun every worker with the same command to resume" in out0
+    assert "Traceback" not in out0, out0[-3000:]
+
+    state1 = os.path.join(workdirs[1], FOLD, "state", "state.npz")
+    os.replace(state1, state1 + ".aside")
+    procs, _ = _cluster(workdirs, [tmp_path / f"disagree{i}.log" for i in range(2)])
+    for code, out in _finish_all(procs):
+        assert code == 1, out[-3000:]
+        assert "the workers cannot resume together" in out, out[-3000:]
+        assert "worker 1 (127.0.0.1:" in out and "no saved state" in out, out[-3000:]
+        assert "worker 0 (127.0.0.1:" in out and "round 1" in out, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+    os.replace(state1 + ".aside", state1)
+
+    procs, _ = _cluster(workdirs, [tmp_path / f"rerun{i}.log" for i in range(2)])
+    for code, out in _finish_all(procs):
+        assert code == 0, out[-3000:]
+        assert "resuming repeat 0 fold 1 from validation round 1" in out, out[-3000:]
+    ref_dirs, _ = reference
+    for workdir, ref in zip(workdirs, ref_dirs):
+        assert_same_run(ref, workdir)
+
+
+@pytest.mark.slow
+def test_worker_that_never_starts_ends_the_other_after_startup_timeout(tmp_path):
+    """Only worker 0 of a 2-worker TF_CONFIG starts: it exits non-zero after
+    `distribute.startup_timeout` naming worker 1 and its address (nothing listens there)."""
+    silent = free_port()
+    proc = start(
+        str(tmp_path / "worker0"),
+        TINY + ["distribute.startup_timeout=5"],
+        tmp_path / "worker0.log",
+        extra_env={"TF_CONFIG": tf_config([free_port(), silent], 0)},
+    )
+    code, out = finish(proc, timeout=TIMEOUT)
+    assert code not in (0, "timeout"), out[-3000:]
+    assert f"worker 1 (127.0.0.1:{silent}) never connected" in out, out[-3000:]
+    assert "waited 5 s (distribute.startup_timeout)" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_worker_whose_port_is_taken_says_so(tmp_path):
+    """Worker 0's port is held by another socket: it exits 1 naming its address, no traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        proc = start(
+            str(tmp_path / "worker0"),
+            TINY,
+            tmp_path / "worker0.log",
+            extra_env={"TF_CONFIG": tf_config([taken, free_port()], 0)},
+        )
+        code, out = finish(proc, timeout=TIMEOUT)
+    assert code == 1, out[-3000:]
+    assert f"worker 0 (127.0.0.1:{taken}) could not listen on its address" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]

@@ -70,13 +70,6 @@ def test_bad_config(tmp_path, capsys, override, expected):
     assert not (tmp_path / "config.yaml").exists()
 
 
-def test_proxies_per_class_larger_than_pool(tmp_path, capsys):
-    _earlier_results(tmp_path)
-    err = _error(capsys, _train(tmp_path, ["loss.ccp.proxies_per_class=20"]))
-    assert "'pool_size' (8) must be >= 'proxies_per_class' (20)" in err, err
-    _assert_intact(tmp_path)
-
-
 def test_missing_dataset_files(tmp_path, capsys):
     workdir, data_dir = tmp_path / "run", tmp_path / "empty_tfds"
     data_dir.mkdir()

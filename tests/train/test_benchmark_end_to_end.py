@@ -61,7 +61,7 @@ def test_metrics_json_and_history_are_finite(cub_run):
         on_disk = json.load(handle)
     assert on_disk["experiment"] == "cub_c2_ccp"
     assert on_disk["test"] == metrics["test"]
-    assert on_disk["embedding_dim"] == {"fold": 16, "ensemble": 16}
+    assert on_disk["embedding_dim"] == {"fold": 16, "ensemble": None}  # one fold: no ensemble
     for key in ("map_at_r", "r_precision", "precision_at_1"):
         assert 0.0 <= on_disk["test"][key] <= 1.0
     # Chance level on the 4 fake test classes of 3 images: P@1 is a multiple of 1/12.
@@ -98,12 +98,13 @@ def test_ccp_schedule_with_lagged_monitor(cub_run):
 @pytest.mark.slow
 def test_exports_and_embeddings(cub_run):
     _, workdir, _ = cub_run
-    for name in ("fold_r0_f1", "ensemble"):
-        export = os.path.join(workdir, "export", name)
-        assert os.path.exists(os.path.join(export, "saved_model.pb")), export
-        with open(os.path.join(export, "ccpdml_export.json")) as handle:
-            meta = json.load(handle)
-        assert meta["dataset"] == "cub200" and meta["image_size"] == 32
+    export = os.path.join(workdir, "export", "fold_r0_f1")
+    assert os.path.exists(os.path.join(export, "saved_model.pb")), export
+    with open(os.path.join(export, "ccpdml_export.json")) as handle:
+        meta = json.load(handle)
+    assert meta["dataset"] == "cub200" and meta["image_size"] == 32
+    # one fold: no one-member "ensemble" export
+    assert not os.path.exists(os.path.join(workdir, "export", "ensemble"))
     emb = np.load(os.path.join(workdir, "folds", "r0_f1", "test_embeddings.npy"))
     assert emb.shape == (FAKE_TEST_CLASSES * FAKE_IMAGES_PER_CLASS, 16)
     assert np.isfinite(emb).all() and emb.std() > 0

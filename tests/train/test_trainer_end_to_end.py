@@ -75,7 +75,12 @@ def test_evaluate_reproduces_metrics_json(tiny_run, tmp_path):
             str(out),
         ]
     )
-    result = json.loads(out.read_text())["results"]["model"]
+    saved = json.loads(out.read_text())
+    result = saved["results"]["model"]
+    with open(os.path.join(export, "ensemble", "ccpdml_export.json")) as handle:
+        meta = json.load(handle)
+    assert saved["image_size"] == meta["image_size"]  # null for the native digits shape
+    assert saved["description"] == f"ensemble of 2 folds (repeat 0, {2 * 8}D)"
     out = tmp_path / "folds.json"
     evaluate_main(
         [
@@ -117,9 +122,9 @@ def test_changed_config_is_refused(tiny_run):
 
 @pytest.mark.slow
 def test_report_lists_the_run(tiny_run):
-    from ccpdml.report import collect_runs, format_report
+    from ccpdml.report import collect_runs, format_report, group_runs
 
     _, workdir, _ = tiny_run
-    groups = collect_runs(os.path.dirname(workdir))
+    groups = group_runs(collect_runs(os.path.dirname(workdir)))
     text = format_report(groups)
     assert "digits_ccp_contrastive" in text

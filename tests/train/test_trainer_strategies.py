@@ -2,7 +2,10 @@
 
 Runs the real `train_and_evaluate` on one fold of the digits CCP experiment for 2 validation rounds
 of 3 steps, on the 2 logical CPUs of tests/conftest.py, and checks the run completes with a
-2-replica global batch, finite metrics and an export that serves embeddings.
+2-replica global batch, finite metrics and an export that serves embeddings. The fold is then
+marked unfinished and the run restarted: it must restore its saved state under the same strategy
+(restore builds the optimizer, which has to happen in the strategy's scope) and end with the same
+test metrics.
 """
 
 import json
@@ -52,3 +55,9 @@ def test_trainer_runs_under_strategy(strategy, replicas, tmp_path, capsys):
     loaded = tf.saved_model.load(str(export))  # keep a reference: `serve` needs the object alive
     served = loaded.serve(tf.zeros((3, 8, 16, 1)))
     assert served.shape == (3, meta["embedding_dim"])
+
+    (workdir / "folds" / "r0_f1" / "result.json").unlink()
+    (workdir / "metrics.json").unlink()
+    again = train_and_evaluate(config, str(workdir))
+    assert "resuming repeat 0 fold 1 from validation round 2" in capsys.readouterr().out
+    assert again["test"] == metrics["test"]
