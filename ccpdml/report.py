@@ -26,21 +26,11 @@ import os
 import numpy as np
 import yaml
 
+from ccpdml.dotted_keys import dotted_leaves
 from ccpdml.paper_results import PAPER_RESULTS
 
 KEYS = ("precision_at_1", "r_precision", "map_at_r")
 SEED_KEY = "seed"
-
-
-def _flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _load_run(dirpath: str) -> dict:
@@ -50,7 +40,7 @@ def _load_run(dirpath: str) -> dict:
     config_path = os.path.join(dirpath, "config.yaml")
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as handle:
-            config = _flatten(yaml.safe_load(handle) or {})
+            config = dotted_leaves(yaml.safe_load(handle) or {})
     name = metrics.get("experiment") or (config or {}).get("name") or os.path.basename(dirpath)
     return {"path": dirpath, "name": name, "metrics": metrics, "config": config}
 

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from ccpdml.config import config_to_dict, dump_config
+from ccpdml.dotted_keys import dotted_leaves
 from ccpdml.train.rundir import atomic_write_bytes
 
 CHANGES_LOG = "changes.log"
@@ -28,21 +29,9 @@ FIXED = (
 )
 
 
-def _leaves(tree, prefix=""):
-    """{dotted key: value} of the leaves of a nested mapping."""
-    out = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_leaves(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def config_changes(previous: dict, current: dict) -> list[tuple[str, object, object]]:
     """[(dotted key, previous value, current value)] of every leaf that differs."""
-    old, new = _leaves(previous), _leaves(current)
+    old, new = dotted_leaves(previous), dotted_leaves(current)
     missing = object()
     return [
         (key, old.get(key), new.get(key))
