@@ -334,7 +334,8 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
     }
     atomic_write_json(os.path.join(fold_dir, "result.json"), result)
     log(
-        f"repeat {repeat} fold {fold} done: best {monitor} {best}, test MAP@R "
+        f"repeat {repeat} fold {fold} done: best {monitor} "
+        f"{'none' if best is None else f'{best:.4f}'}, test MAP@R "
         f"{test['map_at_r']:.4f} P@1 {test['precision_at_1']:.4f}"
     )
     return result
