@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from optimizer_cases import dml_adam
 
 from ccpdml.optimizers import DMLAdam, batchnorm_variables
 
@@ -40,14 +41,7 @@ def test_steps_match_numpy_reference(clip_value):
     rng = np.random.default_rng(0)
     w0, g = _setup(rng)
     variables = [keras.Variable(w) for w in w0]
-    opt = DMLAdam(
-        LR,
-        weight_decay_l2=WD,
-        clip_global_norm=5.0,
-        clip_value=clip_value,
-        lr_multipliers=[(variables[0], 3.0)],
-        exclude_from_decay=[variables[1]],
-    )
+    opt = dml_adam(variables, clip_value)
     for _ in range(2):
         opt.apply_gradients(zip([tf.constant(x) for x in g], variables, strict=True))
     expected = _reference(w0, g, [True, False, True], [3.0, 1.0, 1.0], 2, 5.0, clip_value)

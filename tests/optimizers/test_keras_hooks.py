@@ -10,10 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from optimizer_cases import dml_adam
 
-from ccpdml.optimizers import DMLAdam, keras_hooks
-
-LR, WD = 1e-2, 1e-2
+from ccpdml.optimizers import keras_hooks
 
 
 @pytest.fixture
@@ -35,20 +34,9 @@ def _problem(seed=0, steps=3):
     return w0, gs
 
 
-def _optimizer(variables, clip_value=0.3):
-    return DMLAdam(
-        LR,
-        weight_decay_l2=WD,
-        clip_global_norm=5.0,
-        clip_value=clip_value,
-        lr_multipliers=[(variables[0], 3.0)],
-        exclude_from_decay=[variables[1]],
-    )
-
-
 def _run(w0, gs):
     variables = [keras.Variable(w) for w in w0]
-    opt = _optimizer(variables)
+    opt = dml_adam(variables)
 
     @tf.function
     def step(g):
@@ -92,7 +80,7 @@ def _mirrored_run(w0, g):
     )
     with strategy.scope():
         variables = [keras.Variable(w) for w in w0]
-        opt = _optimizer(variables, clip_value=10.0)
+        opt = dml_adam(variables, clip_value=10.0)
         opt.build(variables)
 
     @tf.function
