@@ -59,9 +59,11 @@ def check_against_reference(result, embeddings, labels):
     """Assert every statistic of `result` (a `cross_repeat_metrics` output) equals `reference`."""
     _, combos, concat, separated, worst, best = reference(embeddings, labels)
     assert result["count"] == result["total"] == len(combos)
-    assert not result["sampled"] and result["seed"] is None
+    assert not result["sampled"]
+    assert result["seed"] is None
     assert [tuple(c["repeats"]) for c in result["combinations"]] == combos
-    assert result["worst"] == list(combos[worst]) and result["best"] == list(combos[best])
+    assert result["worst"] == list(combos[worst])
+    assert result["best"] == list(combos[best])
     for name, table in (("ensemble", concat), ("folds_mean", separated)):
         stats = result[name]
         for j, key in enumerate(KEYS):

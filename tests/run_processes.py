@@ -47,7 +47,7 @@ def start(workdir, overrides, log, fault=None, extra_env=None):
     env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **(extra_env or {}))
     if fault:
         env["CCPDML_FAULT"] = fault
-    handle = open(log, "w")  # noqa: SIM115 - closed with the process by finish()
+    handle = open(log, "w")  # closed with the process by finish()
     proc = subprocess.Popen(
         train_command(workdir, overrides),
         cwd=ROOT,
@@ -104,7 +104,8 @@ def assert_same_run(reference, resumed):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     wa = _h5_arrays(os.path.join(reference, FOLD, "embedder.weights.h5"))
     wb = _h5_arrays(os.path.join(resumed, FOLD, "embedder.weights.h5"))
-    assert sorted(wa) == sorted(wb) and wa
+    assert sorted(wa) == sorted(wb)
+    assert wa
     for key in wa:
         np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
     np.testing.assert_array_equal(

@@ -101,7 +101,8 @@ def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path, capsys, monk
     err = _error(capsys, _train(tmp_path, ["repeats=1"]))
     config = tmp_path / "config.yaml"
     assert f"no space left on the device ({config})" in err, err
-    assert "Free disk space" in err and "rerun the same command to resume" in err
+    assert "Free disk space" in err
+    assert "rerun the same command to resume" in err
     assert not config.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
@@ -196,7 +197,8 @@ def test_changed_config_is_refused_or_continued_with_changes(tmp_path, capsys):
         check_resumed_config(run, load_config(CCP_CONFIG, lower), allow_changes=True)
     log = (workdir / "changes.log").read_text()
     assert "continued with changes" in log
-    assert "optimizer.learning_rate: 0.001 -> 1e-06" in log and "training.patience: 8 -> 5" in log
+    assert "optimizer.learning_rate: 0.001 -> 1e-06" in log
+    assert "training.patience: 8 -> 5" in log
     assert "finished folds kept as they were: r0_f2" in log
     assert "folds continuing from their checkpoint: r0_f1" in log
     assert "learning_rate: 1.0e-06" in (workdir / "config.yaml").read_text()
@@ -247,7 +249,8 @@ def test_truncated_state_npz_names_the_file(tmp_path):
     model, optimizer = _tiny_model(), DMLAdam(1e-3)
     with pytest.raises(ValueError, match="is damaged") as info:
         TrainingState(path, optimizer).restore(model)
-    assert path in str(info.value) and "Delete it and rerun the same command" in str(info.value)
+    assert path in str(info.value)
+    assert "Delete it and rerun the same command" in str(info.value)
 
 
 def test_atomic_writes_respect_the_umask(tmp_path):
@@ -335,7 +338,8 @@ def test_evaluate_names_an_undecodable_test_image(tmp_path, capsys, monkeypatch)
     argv = ["evaluate", "--model", str(path), "--dataset", "tiny", "--image-size", "8"]
     err = _error(capsys, cli.main([*argv, "--preprocessing", "resnet"]))
     assert "1 image(s) cannot be read or decoded" in err, err
-    assert "img/8/3.png" in err and "row 3 of tiny/test" in err
+    assert "img/8/3.png" in err
+    assert "row 3 of tiny/test" in err
     assert re.search(r"img/7/0\.png|img/9/4\.png", err) is None
     assert "prepare tiny --manual-dir DIR --data-dir DATA_DIR --force" in err
 
@@ -383,7 +387,8 @@ def test_tensorflow_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "no space left on the device: runs/x/export/.export-1" in err, err
     assert "rerun the same command to resume" in err
     err = fail("OOM when allocating tensor with shape[4096,4096]\n\t [[node x]]\n" + "ctx\n" * 40)
-    assert "TensorFlow failed: OOM when allocating tensor" in err and "--debug" in err, err
+    assert "TensorFlow failed: OOM when allocating tensor" in err, err
+    assert "--debug" in err, err
     assert len(err.strip().splitlines()) == 1
 
 

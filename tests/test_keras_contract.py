@@ -42,7 +42,8 @@ def uninterrupted():
     history = run.fit(model, EPOCHS)
     instances = history.history["ccp_instance"]
     # The schedule really moves on both sides of the interruption point.
-    assert instances[SPLIT - 1] >= 1 and instances[-1] > instances[SPLIT - 1], instances
+    assert instances[SPLIT - 1] >= 1, instances
+    assert instances[-1] > instances[SPLIT - 1], instances
     return run.result(model)
 
 
@@ -67,7 +68,8 @@ def test_keras_file_continued_in_a_fresh_process_equals_uninterrupted_run(uninte
 def test_backup_and_restore_after_sigkill_equals_uninterrupted_run(uninterrupted, tmp_path):
     backup = tmp_path / "backup"
     _script("backup", backup, EPOCHS, tmp_path / "killed.npz", SPLIT, expect_kill=True)
-    assert not (tmp_path / "killed.npz").exists() and backup.exists()
+    assert not (tmp_path / "killed.npz").exists()
+    assert backup.exists()
     _script("backup", backup, EPOCHS, tmp_path / "resumed.npz")
     _assert_same(uninterrupted, tmp_path / "resumed.npz")
 

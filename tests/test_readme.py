@@ -21,7 +21,7 @@ def test_keras_example_runs_and_learns():
     section = _section(_readme(), "Using the library from Keras")
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace = {"__name__": "readme_example"}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(code, "README.md", "exec"), namespace)  # our own README
     history = namespace["model"].history.history
     assert history["val_map_at_r"][-1] > history["val_map_at_r"][0]
     assert max(history["ccp_instance"]) >= 1  # at least one re-initialisation before the save

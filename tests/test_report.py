@@ -79,7 +79,9 @@ def test_seeds_merge_but_other_overrides_get_their_own_row(tmp_path, capsys):
     assert merged[4] == f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
     assert merged[9] == "2 runs (seeds 0, 1)"
     short = _row(text, "digits_contrastive (training.max_validations=12)")
-    assert short[1] == "1" and short[4] == "50.00" and short[9] == "–"
+    assert short[1] == "1"
+    assert short[4] == "50.00"
+    assert short[9] == "–"
     assert (
         "Not merged: digits_contrastive has 2 configurations (runs: 2, 1); "
         "keys that differ: training.max_validations." in text
@@ -107,10 +109,13 @@ def test_spread_over_combinations_and_single_fold_rows(tmp_path):
     _run(root, "one_fold", _metrics(0.5, folds=1, name="one"), {**CONFIG, "name": "one"})
     text = format_report(group_runs(collect_runs(root)))
     full = _row(text, "digits_contrastive")
-    assert full[4] == "80.00 ± 1.23" and full[8] == "71.00 / 88.00"
+    assert full[4] == "80.00 ± 1.23"
+    assert full[8] == "71.00 / 88.00"
     assert full[9] == "81 fold combinations"
     one = _row(text, "one")
-    assert one[2:5] == ["–", "–", "–"] and one[7] == "40.00" and one[8] == "–"
+    assert one[2:5] == ["–", "–", "–"]
+    assert one[7] == "40.00"
+    assert one[8] == "–"
 
 
 def test_report_imports_no_tensorflow(tmp_path):
@@ -155,6 +160,9 @@ def test_metrics_json_from_before_the_cross_repeat_protocol(tmp_path):
     _run(root, "one", {**old, "experiment": "old1", "folds": [{"fold": 1}]}, None)
     text = format_report(group_runs(collect_runs(root)))
     four = _row(text, "old |")
-    assert four[4] == "55.00" and four[7] == "45.00" and four[8] == "–"
+    assert four[4] == "55.00"
+    assert four[7] == "45.00"
+    assert four[8] == "–"
     one = _row(text, "old1")
-    assert one[4] == "–" and one[7] == "45.00"
+    assert one[4] == "–"
+    assert one[7] == "45.00"

@@ -135,7 +135,7 @@ class RunDirectory:
 
     def _acquire_lock(self) -> None:
         lock_path = os.path.join(self.path, ".lock")
-        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        handle = open(lock_path, "a+", encoding="utf-8")  # held for the run
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -64,7 +64,8 @@ def test_validate_every_and_query_gallery_with_numpy_input(capsys):
     probe = _Probe()
     model.fit(np.zeros((4, 4)), np.zeros((4, 3)), epochs=4, verbose=0, callbacks=[val, probe])
     assert [h["epoch"] for h in val.history] == [1, 3]
-    assert "v_map_at_r" not in probe.seen[0] and "v_map_at_r" in probe.seen[1]
+    assert "v_map_at_r" not in probe.seen[0]
+    assert "v_map_at_r" in probe.seen[1]
     emb = model.predict(x_val, verbose=0)
     expected = retrieval_metrics(emb[:10], y_val[:10], emb[10:], y_val[10:])
     assert probe.seen[3]["v_map_at_r"] == pytest.approx(expected["map_at_r"])

@@ -29,7 +29,8 @@ def write(path, data):
 def test_defaults_are_the_paper_protocol():
     cfg = config_from_dict(MINIMAL)
     assert (cfg.data.classes_per_batch, cfg.data.samples_per_class, cfg.data.num_folds) == (8, 4, 4)
-    assert cfg.data.image_size == 227 and cfg.data.eval_batch_size == 128
+    assert cfg.data.image_size == 227
+    assert cfg.data.eval_batch_size == 128
     assert (cfg.model.embedding_dim, cfg.model.pooling, cfg.model.freeze_bn) == (128, "avg", True)
     opt = cfg.optimizer
     assert (opt.learning_rate, opt.beta_2, opt.epsilon, opt.weight_decay) == (
@@ -46,7 +47,8 @@ def test_defaults_are_the_paper_protocol():
         1e-5,
         "val_map_at_r",
     )
-    assert cfg.loss.ccp is None and cfg.loss.xbm is None
+    assert cfg.loss.ccp is None
+    assert cfg.loss.xbm is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3
 
@@ -62,7 +64,9 @@ def test_base_chain_with_relative_paths_and_list_bases(tmp_path):
     )
     cfg = load_config(exp)
     assert cfg.name == "exp"  # file stem
-    assert cfg.seed == 2 and cfg.data.num_folds == 3 and cfg.data.name == "cub200"
+    assert cfg.seed == 2
+    assert cfg.data.num_folds == 3
+    assert cfg.data.name == "cub200"
     assert (cfg.training.patience, cfg.training.validate_every) == (9, 7)
 
 
@@ -87,7 +91,8 @@ def test_overrides_are_parsed_and_revalidated(tmp_path):
     )
     assert cfg.optimizer.learning_rate == pytest.approx(1e-3)
     assert cfg.data.folds == (1, 3)
-    assert cfg.loss.ccp.patience == 5 and cfg.loss.ccp.proxies_per_class == 8
+    assert cfg.loss.ccp.patience == 5
+    assert cfg.loss.ccp.proxies_per_class == 8
     assert cfg.loss.params == {"margin": 0.2}
     assert cfg.training.jit_compile is True
     assert load_config(exp, ["loss.ccp.patience=5", "loss.ccp=null"]).loss.ccp is None
@@ -100,7 +105,9 @@ def test_unknown_keys_name_the_path_and_valid_keys(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(exp)
     text = str(err.value)
-    assert "'patiense'" in text and "section 'training'" in text and "patience" in text
+    assert "'patiense'" in text
+    assert "section 'training'" in text
+    assert "patience" in text
     assert "e.yaml" in text
     with pytest.raises(
         ConfigError, match="unknown key 'lr' in optimizer. Valid keys: learning_rate"
@@ -137,7 +144,8 @@ def test_wrong_types_and_values_are_rejected():
         config_from_dict({**MINIMAL, "data": {"name": "sop", "image_size": [8, 16]}})
     # PyYAML reads 1e-5 as a string; numbers still come out as floats.
     cfg = config_from_dict({**MINIMAL, "optimizer": {"learning_rate": "1e-5", "beta_1": 0}})
-    assert cfg.optimizer.learning_rate == 1e-5 and isinstance(cfg.optimizer.beta_1, float)
+    assert cfg.optimizer.learning_rate == 1e-5
+    assert isinstance(cfg.optimizer.beta_1, float)
 
 
 def test_round_trip_dict_config_dict_and_dump(tmp_path):
@@ -157,24 +165,30 @@ def test_every_experiment_yaml_loads():
     assert len(paths) == 4 * 13 + 2
     for path in paths:
         cfg = load_config(path)
-        assert isinstance(cfg, ExperimentConfig) and cfg.name == path.stem
+        assert isinstance(cfg, ExperimentConfig)
+        assert cfg.name == path.stem
         assert path.read_text().startswith("# "), path  # header comment with the command
         assert f"make train EXP={path.stem}" in path.read_text() or path.stem.startswith("digits")
 
 
 def test_paper_hyperparameters_in_benchmark_yamls():
     cub = load_config(EXPERIMENTS / "cub_c2_ccp.yaml")
-    assert cub.loss.name == "contrastive" and cub.loss.params["neg_margin"] == 0.3841
+    assert cub.loss.name == "contrastive"
+    assert cub.loss.params["neg_margin"] == 0.3841
     assert (cub.loss.ccp.proxies_per_class, cub.loss.ccp.pool_size) == (8, 12)
-    assert cub.training.validate_every == 25 and cub.model.backbone == "bn_inception"
+    assert cub.training.validate_every == 25
+    assert cub.model.backbone == "bn_inception"
     sop = load_config(EXPERIMENTS / "sop_ms_ccp.yaml")
     assert (sop.loss.ccp.proxies_per_class, sop.loss.ccp.pool_size) == (4, 7)
     assert sop.training.validate_every == 250
     assert load_config(EXPERIMENTS / "inshop_c2_xbm.yaml").loss.xbm.batches_in_memory == 400
     pa = load_config(EXPERIMENTS / "cars_proxy_anchor.yaml")
     assert (pa.data.classes_per_batch, pa.data.samples_per_class) == (32, 1)
-    assert pa.training.warmup_validations == 1 and pa.loss.proxy_lr_multiplier == 100.0
+    assert pa.training.warmup_validations == 1
+    assert pa.loss.proxy_lr_multiplier == 100.0
     digits = load_config(EXPERIMENTS / "digits_ccp_contrastive.yaml")
-    assert digits.data.name == "digit_pairs" and digits.model.backbone == "small_cnn"
-    assert digits.loss.ccp is not None and digits.data.image_size is None
+    assert digits.data.name == "digit_pairs"
+    assert digits.model.backbone == "small_cnn"
+    assert digits.loss.ccp is not None
+    assert digits.data.image_size is None
     assert load_config(EXPERIMENTS / "digits_contrastive.yaml").loss.ccp is None

@@ -52,15 +52,19 @@ def test_loaded_labels_bytes_and_order(fake):
     test = [r for r in rows if r[2] > 100]
     np.testing.assert_array_equal(data.train.labels, [r[2] - 1 for r in train])
     np.testing.assert_array_equal(data.test.labels, [r[2] - 1 for r in test])
-    assert data.train.labels.min() == 0 and data.train.labels.max() == 99
-    assert data.test.labels.min() == 100 and data.test.labels.max() == 199
-    assert data.num_train_classes == 100 and data.test.num_classes == 100
+    assert data.train.labels.min() == 0
+    assert data.train.labels.max() == 99
+    assert data.test.labels.min() == 100
+    assert data.test.labels.max() == 199
+    assert data.num_train_classes == 100
+    assert data.test.num_classes == 100
     assert data.test_query_count is None
     # Encoded bytes are the original files, row for row.
     assert [bytes(b) for b in data.train.source] == [r[4] for r in train]
     assert [bytes(b) for b in data.test.source] == [r[4] for r in test]
     image = next(iter(data.test.images())).numpy()
-    assert image.shape == (4, 6, 3) and image.dtype == np.uint8
+    assert image.shape == (4, 6, 3)
+    assert image.dtype == np.uint8
     # The archive's file names travel with the rows (also into subsets such as folds), so an
     # undecodable image is reported by its file name.
     assert list(data.train.origins) == [r[1] for r in train]
@@ -98,7 +102,8 @@ def test_extracted_folder_via_cli(fake, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "cub200 train: 103 images" in out and "cub200 test: 101 images" in out
+    assert "cub200 train: 103 images" in out
+    assert "cub200 test: 101 images" in out
     np.testing.assert_array_equal(
         load_cub200(data_dir).train.labels, load_cub200(fake["data_dir"]).train.labels
     )

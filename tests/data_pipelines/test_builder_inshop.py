@@ -94,7 +94,8 @@ def test_missing_bbox_file_lists_every_expected_file(tmp_path, no_network):
     ):
         assert expected in msg
     not_found = msg.split("Not found:")[1].split("Searched in:")[0].split()
-    assert not_found[0] == "Anno/list_bbox_inshop.txt" and "img/" not in not_found
+    assert not_found[0] == "Anno/list_bbox_inshop.txt"
+    assert "img/" not in not_found
 
 
 def test_status_must_match_exactly(tmp_path, no_network):

@@ -43,7 +43,8 @@ def test_labels_are_class_id_minus_one_in_file_order(fake):
     data = load_sop(fake["data_dir"])
     np.testing.assert_array_equal(data.train.labels, [0, 0, 1, 2, 1])
     np.testing.assert_array_equal(data.test.labels, [11318, 22633, 11319, 11318])
-    assert data.num_train_classes == 3 and data.test.num_classes == 3
+    assert data.num_train_classes == 3
+    assert data.test.num_classes == 3
     assert [bytes(b) for b in data.train.source] == [r[2] for r in fake["rows"]["train"]]
     assert [bytes(b) for b in data.test.source] == [r[2] for r in fake["rows"]["test"]]
 
@@ -62,7 +63,8 @@ def test_missing_list_file_lists_every_expected_file(tmp_path, no_network):
     ):
         assert expected in msg
     not_found = msg.split("Not found:")[1].split("Searched in:")[0]
-    assert "Ebay_test.txt" in not_found and "Ebay_train.txt" not in not_found
+    assert "Ebay_test.txt" in not_found
+    assert "Ebay_train.txt" not in not_found
 
 
 def test_wrong_header_is_reported(tmp_path, no_network):

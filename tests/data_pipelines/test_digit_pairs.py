@@ -20,13 +20,17 @@ def test_class_split_matches_seeded_permutation():
 
 def test_counts_shapes_and_labels(data):
     assert data.name == "digit_pairs"
-    assert data.num_train_classes == 50 and data.image_shape == (8, 16, 1)
-    assert data.default_preprocessing == "digits" and data.test_query_count is None
+    assert data.num_train_classes == 50
+    assert data.image_shape == (8, 16, 1)
+    assert data.default_preprocessing == "digits"
+    assert data.test_query_count is None
     for split, first in ((data.train, 0), (data.test, 50)):
-        assert split.kind == "pixels" and split.source.shape == (3000, 8, 16, 1)
+        assert split.kind == "pixels"
+        assert split.source.shape == (3000, 8, 16, 1)
         assert split.source.dtype == np.uint8
         np.testing.assert_array_equal(np.bincount(split.labels - first), np.full(50, 60))
-        assert split.labels.min() == first and split.labels.max() == first + 49
+        assert split.labels.min() == first
+        assert split.labels.max() == first + 49
     assert data.train.contiguous_labels
 
 
@@ -51,7 +55,8 @@ def test_source_pools_disjoint(data):
     train_src = np.unique(data.train.source_digit_indices)
     test_src = np.unique(data.test.source_digit_indices)
     assert len(np.intersect1d(train_src, test_src)) == 0
-    assert len(train_src) > 500 and len(test_src) > 500  # both pools actually used
+    assert len(train_src) > 500
+    assert len(test_src) > 500
 
 
 def test_deterministic_and_registry(data):
@@ -59,7 +64,8 @@ def test_deterministic_and_registry(data):
     np.testing.assert_array_equal(again.train.source, data.train.source)
     np.testing.assert_array_equal(again.test.labels, data.test.labels)
     small = load("digit_pairs", images_per_class=5)
-    assert len(small.train) == 250 and len(small.test) == 250
+    assert len(small.train) == 250
+    assert len(small.test) == 250
     with pytest.raises(ValueError, match="images_per_class"):
         digit_pairs.build(images_per_class=0)
 
@@ -73,11 +79,14 @@ def test_served_through_the_pipelines(data):
     from data_pipelines import folds, preprocessing, samplers
 
     train, val = folds.mlrc_fold(data.train, fold=1)
-    assert train.num_classes == 37 and val.num_classes == 13  # ranges 0,12,25,37,50
+    assert train.num_classes == 37
+    assert val.num_classes == 13
     prep = preprocessing.get(data.default_preprocessing, None)
     images, labels = next(iter(samplers.m_per_class(train, 8, 4, prep, seed=0)))
-    assert images.shape == (32, 8, 16, 1) and 0.0 <= float(images.numpy().min())
-    assert float(images.numpy().max()) <= 1.0 and int(labels.numpy().max()) < 37
+    assert images.shape == (32, 8, 16, 1)
+    assert 0.0 <= float(images.numpy().min())
+    assert float(images.numpy().max()) <= 1.0
+    assert int(labels.numpy().max()) < 37
     chunks = list(samplers.one_per_class(train, prep, batch_size=16, seed=0).take(3))
     assert [int(c.shape[0]) for c in chunks] == [16, 16, 5]
     ev = list(samplers.eval_batches(val, prep, batch_size=256))

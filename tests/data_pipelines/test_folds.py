@@ -23,7 +23,8 @@ def test_cub_ranges_and_fold1():
     assert set(val_orig.tolist()) == set(range(75, 100))
     np.testing.assert_array_equal(val.labels, val_orig - 75)
     np.testing.assert_array_equal(split.labels[train.rows], train.labels)  # block at the end
-    assert train.num_classes == 75 and val.num_classes == 25
+    assert train.num_classes == 75
+    assert val.num_classes == 25
 
 
 def test_remapping_middle_block():
@@ -34,11 +35,13 @@ def test_remapping_middle_block():
     expected = np.where(orig >= 50, orig - 25, orig)
     np.testing.assert_array_equal(train.labels, expected)
     np.testing.assert_array_equal(val.labels, split.labels[val.rows] - 25)
-    assert train.contiguous_labels and val.contiguous_labels
+    assert train.contiguous_labels
+    assert val.contiguous_labels
     assert len(train) + len(val) == len(split)
     assert len(np.intersect1d(train.rows, val.rows)) == 0
     # Rows keep their original order and the image source is shared.
-    assert np.all(np.diff(train.rows) > 0) and train.source is split.source
+    assert np.all(np.diff(train.rows) > 0)
+    assert train.source is split.source
 
 
 def test_cars_train_class_counts():

@@ -48,8 +48,10 @@ def test_damaged_image_is_refused_and_repaired_by_following_the_message(
     assert "named as in CUB_200_2011.tgz" in err
     assert f"  CUB_200_2011/images/{rows[4][1]} (train split)" in err
     assert all(f"images/{row[1]}" not in err for row in rows if row[0] != 5)
-    assert "Decoding train images: 100%" in err and "9/9" in err  # progress with the total
-    assert "Decoding test images: 100%" in err and "6/6" in err
+    assert "Decoding train images: 100%" in err
+    assert "9/9" in err
+    assert "Decoding test images: 100%" in err
+    assert "6/6" in err
     assert not (data_dir / "ccpdml_cub200" / "1.0.0").exists()  # nothing damaged is kept
     assert not list((data_dir / "ccpdml_cub200").glob("incomplete.*"))
     assert not list(extracted.iterdir())
@@ -59,7 +61,8 @@ def test_damaged_image_is_refused_and_repaired_by_following_the_message(
     assert command[-1] == "--force"
     assert cli.main([*command, "--no-progress"]) == 0
     data = data_pipelines.load("cub200", str(data_dir))
-    assert len(data.train.labels) == 9 and len(data.test.labels) == 6
+    assert len(data.train.labels) == 9
+    assert len(data.test.labels) == 6
     assert len(data.train.undecodable_rows()) == 0
 
 
@@ -72,7 +75,8 @@ def test_rerun_says_prepared_and_force_reads_the_replaced_archive(tmp_path, caps
     assert len(extracted) == 1  # TFDS's copy of the archive, reused unless cleared
 
     code, captured = _prepare(argv, capsys)
-    assert code == 0 and "is already prepared in" in captured.out
+    assert code == 0
+    assert "is already prepared in" in captured.out
     assert "add --force" in captured.out
 
     _, rows = _archive(tmp_path, corrupt={11})  # the new archive has a damaged test image

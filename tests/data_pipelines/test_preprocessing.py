@@ -44,7 +44,8 @@ def _eval_reference(img_u8, size):
 def test_caffe_eval_matches_numpy_reference(shape):
     img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     out = preprocessing.get("caffe_bgr", 16).eval(tf.constant(img)).numpy()
-    assert out.shape == (16, 16, 3) and out.dtype == np.float32
+    assert out.shape == (16, 16, 3)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out, _eval_reference(img, 16), atol=2e-3)
 
 
@@ -90,8 +91,10 @@ def test_train_crop_within_bounds_and_flips():
         assert out.shape == (size, size, 3)
         rows = (out[..., 2] / 255 + MEAN[0]) * 255 / 4
         cols = (out[..., 1] / 255 + MEAN[1]) * 255 / 4
-        assert rows.min() > -0.01 and rows.max() < h - 1 + 0.01
-        assert cols.min() > -0.01 and cols.max() < w - 1 + 0.01
+        assert rows.min() > -0.01
+        assert rows.max() < h - 1 + 0.01
+        assert cols.min() > -0.01
+        assert cols.max() < w - 1 + 0.01
         # Samples sit at (i + 0.5)·crop/size − 0.5, so the sampled span is crop·(size−1)/size.
         ch = (rows.max() - rows.min()) * size / (size - 1)
         cw = (cols.max() - cols.min()) * size / (size - 1)

@@ -45,12 +45,14 @@ def test_m_per_class_composition_and_order():
     split = _split([4] * 16)
     batches = _take(samplers.m_per_class(split, 8, 4, Identity(), seed=3), 4)
     for images, labels in batches:
-        assert images.shape == (32, 1, 1, 1) and images.dtype == np.float32
+        assert images.shape == (32, 1, 1, 1)
+        assert images.dtype == np.float32
         assert labels.dtype == np.int32
         rows = images[:, 0, 0, 0].astype(int)
         np.testing.assert_array_equal(split.labels[rows], labels)  # labels match the images
         grid = labels.reshape(4, 8)  # [s, c]: order c1s1, c2s1, ..., c8s1, c1s2, ...
-        assert np.all(grid == grid[0]) and len(set(grid[0])) == 8
+        assert np.all(grid == grid[0])
+        assert len(set(grid[0])) == 8
 
 
 def test_every_image_visited_within_a_pass():
@@ -80,7 +82,8 @@ def test_small_classes_repeat_with_different_augmentation():
     rows = images[:, 0, 0, 0].astype(int)
     for c in set(labels.tolist()):
         group = rows[labels == c]
-        assert len(group) == 4 and len(set(group)) == 2  # both images, each twice
+        assert len(group) == 4
+        assert len(set(group)) == 2
         assert set(split.labels[group]) == {c}
     seeds = _take(samplers.m_per_class(split, 2, 4, SeedEcho(), seed=0), 1)[0][0]
     seeds = seeds.reshape(8, 2)
@@ -90,7 +93,8 @@ def test_small_classes_repeat_with_different_augmentation():
 def test_one_sample_per_class_batches():
     split = _split([3] * 40)
     images, labels = _take(samplers.m_per_class(split, 32, 1, Identity(), seed=2), 1)[0]
-    assert images.shape[0] == 32 and len(set(labels.tolist())) == 32
+    assert images.shape[0] == 32
+    assert len(set(labels.tolist())) == 32
 
 
 def test_determinism_with_seed():

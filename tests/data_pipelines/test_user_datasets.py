@@ -45,8 +45,10 @@ def test_folder_split_is_class_disjoint_seeded_and_streams_from_paths(tmp_path):
     assert sorted(train_names + test_names) == [f"c{i}" for i in range(6)]
     assert list(np.unique(data.train.labels)) == [0, 1, 2]
     assert list(np.unique(data.test.labels)) == [3, 4, 5]
-    assert data.train.kind == "paths" and data.test.kind == "paths"
-    assert len(data.train) == 9 and data.test_query_count is None
+    assert data.train.kind == "paths"
+    assert data.test.kind == "paths"
+    assert len(data.train) == 9
+    assert data.test_query_count is None
     # Each image file is read back under its own class.
     for split in (data.train, data.test):
         for label, value in zip(split.labels, _pixel_values(split)):
@@ -70,7 +72,8 @@ def test_folder_loading_decodes_nothing_and_bad_files_are_named(tmp_path):
 def test_fixed_shape_reports_an_image_of_another_size(tmp_path):
     root = _folder(tmp_path / "imgs", classes=4, per_class=2)
     data = data_pipelines.load("folder", str(root), fixed_shape=True)
-    assert data.train.image_shape == (6, 5, 3) and data.image_shape == (6, 5, 3)
+    assert data.train.image_shape == (6, 5, 3)
+    assert data.image_shape == (6, 5, 3)
     odd = root / "c2" / "img0.png"
     odd.write_bytes(_png(20, (7, 5, 3)))
     data = data_pipelines.load("folder", str(root), fixed_shape=True)
@@ -184,5 +187,7 @@ def test_training_on_a_folder_names_an_undecodable_file(tmp_path, capsys):
     argv += ["--workdir", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
     code = cli.main(argv)
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
-    assert "1 image(s) cannot be read or decoded" in err and str(broken) in err, err
+    assert code == 1
+    assert "Traceback" not in err
+    assert "1 image(s) cannot be read or decoded" in err, err
+    assert str(broken) in err, err

@@ -162,7 +162,8 @@ def test_gather_and_its_gradient_under_mirrored():
 def test_identity_outside_a_multi_replica_context():
     labels, emb = np.array([0, 1]), np.ones((2, 3), "float32")
     out_labels, out_emb = gather_global_batch(labels, emb)
-    assert out_labels is labels and out_emb is emb
+    assert out_labels is labels
+    assert out_emb is emb
     assert num_replicas_here() == 1
     with _mirrored().scope():  # cross-replica context: no gathering either
         assert num_replicas_here() == 1
@@ -228,7 +229,8 @@ def test_xbm_under_mirrored_equals_single_device():
     loss, weights, initial_m, mem, ready, _ = _train_xbm(_mirrored())
     for a, b in zip(initial, initial_m):
         np.testing.assert_array_equal(a, b)
-    assert ref_ready and ready
+    assert ref_ready
+    assert ready
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     assert max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial)) > 1e-3
     for w, r in zip(weights, ref_w):

@@ -67,7 +67,8 @@ def test_loop_equals_model_fit_under_mirrored():
     np.testing.assert_allclose(history.history["loss"], reference, rtol=1e-5)
     for w, e in zip(model.get_weights(), expected):
         np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
-    assert recorder.events[0] == "train_begin" and recorder.events[-1] == "train_end"
+    assert recorder.events[0] == "train_begin"
+    assert recorder.events[-1] == "train_end"
     assert [e[1] for e in recorder.events[1:-1]] == [0, 1]
 
 
@@ -135,7 +136,8 @@ def test_two_local_workers_train_the_digits_ccp_experiment(reference):
     metrics = [json.loads(open(os.path.join(w, "metrics.json")).read()) for w in workdirs]
     assert metrics[0]["test"] == metrics[1]["test"]
     history = metrics[0]["folds"][0]["history"]
-    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    assert len(history) == 3
+    assert all(np.isfinite(h["loss"]) for h in history)
     assert "ccp_instance" in history[-1]  # the CCP schedule ran (k-center at train begin)
 
 
@@ -161,8 +163,10 @@ def test_killed_worker_ends_the_other_and_rerun_equals_uninterrupted_run(referen
     for code, out in _finish_all(procs):
         assert code == 1, out[-3000:]
         assert "the workers cannot resume together" in out, out[-3000:]
-        assert "worker 1 (127.0.0.1:" in out and "no saved state" in out, out[-3000:]
-        assert "worker 0 (127.0.0.1:" in out and "round 1" in out, out[-3000:]
+        assert "worker 1 (127.0.0.1:" in out, out[-3000:]
+        assert "no saved state" in out, out[-3000:]
+        assert "worker 0 (127.0.0.1:" in out, out[-3000:]
+        assert "round 1" in out, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
     os.replace(state1 + ".aside", state1)
 

@@ -27,7 +27,8 @@ def test_metrics_main_leave_one_out_and_query_gallery(tmp_path, capsys):
     expected = retrieval_metrics(x, y, ks=(1, 4))
     assert saved == pytest.approx(expected)
     printed = capsys.readouterr().out
-    assert "map_at_r" in printed and f"{100 * expected['map_at_r']:.2f}" in printed
+    assert "map_at_r" in printed
+    assert f"{100 * expected['map_at_r']:.2f}" in printed
     assert not list(out.parent.glob(".tmp_*"))  # atomic write leaves no temporary file
 
     np.save(tmp_path / "q.npy", x[:10] + 0.1)
@@ -112,7 +113,8 @@ def test_evaluate_main_on_digit_pairs(tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert cli.evaluate_main(["--model", path, "--json", str(out), "--ks", "1", "2"]) == 0
     saved = json.loads(out.read_text())
-    assert saved["dataset"] == "digit_pairs" and saved["test_query_count"] is None
+    assert saved["dataset"] == "digit_pairs"
+    assert saved["test_query_count"] is None
     data = data_pipelines.load("digit_pairs")
     pre = data_pipelines.preprocessing.get("digits")
     loaded = cli.load_embedding_model(path)

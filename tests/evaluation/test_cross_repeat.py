@@ -17,9 +17,12 @@ def test_three_repeats_four_folds_match_numpy_reference():
         lambda joined: retrieval_metrics(joined, labels),
         progress=lambda done, total: seen.append((done, total)),
     )
-    assert result["total"] == 81 and result["folds"] == 4 and result["repeats"] == [3, 3, 3, 3]
+    assert result["total"] == 81
+    assert result["folds"] == 4
+    assert result["repeats"] == [3, 3, 3, 3]
     check_against_reference(result, embeddings, labels)
-    assert seen[-1] == (81, 81) and len(seen) == 81
+    assert seen[-1] == (81, 81)
+    assert len(seen) == 81
     # the spread is real: combinations differ, and the extremes bracket the mean
     ens = result["ensemble"]
     assert ens["std"]["map_at_r"] > 0
@@ -32,7 +35,9 @@ def test_one_fold_has_no_concatenation():
     single = [[retrieval_metrics(e, labels) for e in embeddings[0]]]
     calls = []
     result = cross_repeat_metrics(embeddings, single, lambda e: calls.append(e) or {})
-    assert calls == [] and result["ensemble"] is None and result["count"] == 3
+    assert calls == []
+    assert result["ensemble"] is None
+    assert result["count"] == 3
     maps = [m["map_at_r"] for m in single[0]]
     assert result["folds_mean"]["mean"]["map_at_r"] == pytest.approx(np.mean(maps))
     assert result["best"] == [int(np.argmax(maps))]
@@ -40,15 +45,19 @@ def test_one_fold_has_no_concatenation():
 
 def test_large_grids_are_a_seeded_sample_of_distinct_combinations():
     combos, sampled = fold_combinations([5] * 5, max_combinations=100, seed=7)
-    assert sampled and combos.shape == (100, 5)
-    assert len({tuple(c) for c in combos}) == 100 and combos.min() == 0 and combos.max() == 4
+    assert sampled
+    assert combos.shape == (100, 5)
+    assert len({tuple(c) for c in combos}) == 100
+    assert combos.min() == 0
+    assert combos.max() == 4
     again, _ = fold_combinations([5] * 5, max_combinations=100, seed=7)
     other, _ = fold_combinations([5] * 5, max_combinations=100, seed=8)
     np.testing.assert_array_equal(combos, again)
     assert not np.array_equal(combos, other)
     # at or below the limit every combination is enumerated, first fold slowest
     combos, sampled = fold_combinations([2, 3], max_combinations=6)
-    assert not sampled and combos.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    assert not sampled
+    assert combos.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
 
 
 def test_sampled_result_says_so():

@@ -39,14 +39,16 @@ def test_enqueue_inside_tf_function():
     for i in range(3):
         step(tf.fill((2, 3), float(i)), tf.constant([i, i]))
     np.testing.assert_array_equal(memory.labels.numpy(), [2, 2, 1, 1])
-    assert int(memory.steps) == 3 and int(memory.pointer) == 1
+    assert int(memory.steps) == 3
+    assert int(memory.pointer) == 1
 
 
 def test_reset():
     memory = CrossBatchMemory(batches_in_memory=2, batch_size=1, embedding_dim=2)
     memory.enqueue(np.ones((1, 2), "float32"), [3])
     memory.reset()
-    assert np.all(memory.embeddings.numpy() == 0) and np.all(memory.labels.numpy() == -1)
+    assert np.all(memory.embeddings.numpy() == 0)
+    assert np.all(memory.labels.numpy() == -1)
     assert int(memory.steps) == int(memory.filled) == int(memory.pointer) == 0
 
 
@@ -78,4 +80,5 @@ def test_get_config_round_trip():
     config = memory.get_config()
     restored = CrossBatchMemory.from_config(config)
     assert restored.get_config() == config
-    assert restored.embeddings.shape == (40, 4) and restored.memory_size == 40
+    assert restored.embeddings.shape == (40, 4)
+    assert restored.memory_size == 40

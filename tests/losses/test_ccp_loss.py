@@ -65,7 +65,9 @@ def test_value_is_weighted_sum_against_numpy():
             for w, a in zip(loss.state.network_variables, loss.state.anchors)
         )
     )
-    assert prox > 1e-4 and in_batch > 0 and proxy > 0
+    assert prox > 1e-4
+    assert in_batch > 0
+    assert proxy > 0
     np.testing.assert_allclose(value, 0.1 * in_batch + 1.0 * proxy + prox, rtol=1e-5)
     parts = loss.components(y_true, emb)
     np.testing.assert_allclose(float(parts["proximal"]), prox, rtol=1e-5)
@@ -103,7 +105,8 @@ def test_config_round_trip_and_base_loss_by_name():
     assert config["ccp_state"]["layer"] == state.name  # a reference, not a copy of the layer
     clone = CCPLoss.from_config(config)
     assert clone.get_config() == config
-    assert clone.state is state and clone.proxy_bank is bank
+    assert clone.state is state
+    assert clone.proxy_bank is bank
     assert clone.base_loss.neg_margin == 0.7
     assert state.lambda_for_instance(0) == 0.0
     assert state.lambda_for_instance(2) == pytest.approx(2e-4 * 0.25)
@@ -124,7 +127,8 @@ def test_proximal_term_is_zero_without_network_weights_and_graph_safe():
     model = keras.Model(inputs, state(bank(net(inputs))))
     loss = CCPLoss(ContrastiveLoss(), state)
     state.ccp_lambda.assign(0.5)
-    assert state.network_variables == [] and float(loss.proximal_term()) == 0.0
+    assert state.network_variables == []
+    assert float(loss.proximal_term()) == 0.0
     assert not any(v is bank.proxies for v in state.network_variables)
     assert model.trainable_variables == [bank.proxies]
     # With weights, the value inside a tf.function equals the eager one (one custom-gradient op).
@@ -138,7 +142,8 @@ def test_proximal_term_is_zero_without_network_weights_and_graph_safe():
     off_state.ccp_lambda.assign(0.5)
     for a in off_state.anchors:
         a.assign(a.numpy() + 1.0)
-    assert off_state.lambda_for_instance(3) == 0.0 and float(off.proximal_term()) == 0.0
+    assert off_state.lambda_for_instance(3) == 0.0
+    assert float(off.proximal_term()) == 0.0
 
 
 def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
@@ -158,7 +163,8 @@ def test_base_loss_with_its_own_compute_gets_both_terms_from_it():
         np_contrastive(labels, emb),
         np_contrastive(labels, emb, proxy_labels, proxies),
     )
-    assert in_batch > 0 and proxy > 0
+    assert in_batch > 0
+    assert proxy > 0
     np.testing.assert_allclose(float(parts["in_batch"]), 2.0 * in_batch, rtol=1e-5)
     np.testing.assert_allclose(float(parts["proxy"]), 2.0 * proxy, rtol=1e-5)
 

@@ -73,7 +73,8 @@ def test_degenerate_batches_are_zero_and_finite():
     value, grads = tf_value_and_grads(
         loss, np.array([0]), [[0.3, 0.0]], np.array([0, 1]), [[0.3, 0.0], [-1.0, 0.0]]
     )
-    assert value == 0.0 and all(np.all(np.isfinite(g)) for g in grads)
+    assert value == 0.0
+    assert all(np.all(np.isfinite(g)) for g in grads)
 
 
 def test_pure_function_and_config_round_trip():

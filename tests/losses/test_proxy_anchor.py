@@ -105,7 +105,8 @@ def test_get_config_round_trip_with_bank():
     assert (restored.margin, restored.alpha, restored.name) == (0.3, 10.0, "pa")
     assert restored.proxy_bank is bank
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert isinstance(restored, ProxyAnchorLoss) and restored.alpha == 10.0
+    assert isinstance(restored, ProxyAnchorLoss)
+    assert restored.alpha == 10.0
     assert restored.proxy_bank is bank  # found again through its reference
 
 

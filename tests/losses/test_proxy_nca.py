@@ -86,7 +86,8 @@ def test_get_config_round_trip():
     loss = ProxyNCALoss(temperature=0.2, proxy_bank=bank)
     config = loss.get_config()
     restored = ProxyNCALoss.from_config(config, proxy_bank=bank)
-    assert restored.get_config() == config and restored.temperature == 0.2
+    assert restored.get_config() == config
+    assert restored.temperature == 0.2
     assert restored.proxy_bank is bank
     assert ProxyNCALoss.from_config(ProxyNCALoss().get_config()).proxy_bank is None
 

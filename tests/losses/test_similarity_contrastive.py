@@ -81,4 +81,5 @@ def test_pure_function_divides_by_rows_and_config():
     got = similarity_contrastive(neg_sim, pos, neg, margin=0.5)
     np.testing.assert_allclose(float(got), (0.5 - 1e-5 + 0.4) / 2, rtol=1e-6)
     clone = keras.losses.deserialize(keras.losses.serialize(SimilarityContrastiveLoss(0.3)))
-    assert isinstance(clone, SimilarityContrastiveLoss) and clone.margin == 0.3
+    assert isinstance(clone, SimilarityContrastiveLoss)
+    assert clone.margin == 0.3

@@ -131,7 +131,8 @@ def test_get_config_round_trip():
     )
     config = loss.get_config()
     restored = SoftTripleLoss.from_config(config, proxy_bank=bank)
-    assert restored.get_config() == config and restored.proxy_bank is bank
+    assert restored.get_config() == config
+    assert restored.proxy_bank is bank
     assert (restored.la, restored.gamma, restored.tau, restored.margin) == (7.0, 0.2, 0.1, 0.3)
 
 

@@ -139,4 +139,5 @@ def test_trains_in_model_fit_and_config_round_trip():
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["loss"][0] > 0
     clone = keras.losses.deserialize(keras.losses.serialize(TripletLoss(0.2, name="t")))
-    assert isinstance(clone, TripletLoss) and (clone.margin, clone.name) == (0.2, "t")
+    assert isinstance(clone, TripletLoss)
+    assert (clone.margin, clone.name) == (0.2, "t")

@@ -101,7 +101,8 @@ def test_never_written_rows_do_not_contribute():
     assert not bool(loss.ready())
     # In-batch: (0, 1) and (1, 0). Counting the memory would add 4 (the batch itself).
     assert float(loss(labels, emb)) == 2.0
-    assert int(memory.filled) == 1 and not bool(loss.ready())
+    assert int(memory.filled) == 1
+    assert not bool(loss.ready())
 
 
 def test_gradient_flows_to_the_batch_only():
@@ -148,12 +149,14 @@ def test_validation_and_config_round_trip():
     config = loss.get_config()
     assert config["memory"]["layer"] == "xbm"  # a reference, not a copy of the layer
     restored = XBMLoss.from_config(config, memory=memory)
-    assert restored.get_config() == config and restored.memory is memory
+    assert restored.get_config() == config
+    assert restored.memory is memory
     assert isinstance(restored.base_loss, SimilarityContrastiveLoss)
     assert restored.base_loss.margin == 0.3
     assert (restored.start_at, restored.memory_weight, restored.pair_weight) == (7, 0.5, 2.0)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert isinstance(restored, XBMLoss) and restored.start_at == 7
+    assert isinstance(restored, XBMLoss)
+    assert restored.start_at == 7
     assert restored.memory is memory  # found again through its reference
     with pytest.raises(RuntimeError, match="no memory"):
         XBMLoss(SimilarityContrastiveLoss(), None)(np.array([0, 1]), np.ones((2, 2), "float32"))
@@ -168,5 +171,6 @@ def test_fit_with_memory_in_graph():
     y = np.arange(12, dtype="int32") % 3
     history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert int(memory.steps) == 3 and int(memory.filled) == 2
+    assert int(memory.steps) == 3
+    assert int(memory.filled) == 2
     np.testing.assert_array_equal(memory.labels.numpy(), np.concatenate([y[8:], y[4:8]]))

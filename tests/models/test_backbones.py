@@ -32,7 +32,8 @@ def test_registry_is_literal_and_keras_application_builds():
 def test_embedding_model_structure():
     model = build_embedding_model("small_cnn", (8, 16, 1), embedding_dim=16, pooling="max")
     head = model.get_layer("embedding_head")
-    assert isinstance(head, EmbeddingHead) and head.pooling == "max"
+    assert isinstance(head, EmbeddingHead)
+    assert head.pooling == "max"
     assert model.output_shape == (None, 16)
     assert model.input_shape == (None, 8, 16, 1)
 
@@ -51,7 +52,8 @@ def test_frozen_batchnorm_runs_in_inference_mode():
     frozen = build_embedding_model("small_cnn", (8, 16, 1), embedding_dim=8, freeze_bn=True)
     _set_bn_stats(frozen, 0)
     bns = [lay for lay in frozen.get_layer("small_cnn").layers if "bn" in lay.name]
-    assert bns and all(not lay.trainable for lay in bns)
+    assert bns
+    assert all(not lay.trainable for lay in bns)
     mean_before = keras.ops.convert_to_numpy(bns[0].moving_mean).copy()
     out_train = keras.ops.convert_to_numpy(frozen(x, training=True))
     out_infer = keras.ops.convert_to_numpy(frozen(x, training=False))

@@ -37,7 +37,8 @@ def test_head_accepts_pooled_features_and_round_trips_config():
     x = np.ones((2, 3), "float32")
     assert tuple(head(x).shape) == (2, 4)
     clone = EmbeddingHead.from_config(head.get_config())
-    assert clone.embedding_dim == 4 and clone.pooling == "avg+max"
+    assert clone.embedding_dim == 4
+    assert clone.pooling == "avg+max"
     assert clone.name == "embedding_head"
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
     assert isinstance(restored, EmbeddingHead)

@@ -67,7 +67,8 @@ def test_leave_one_out_excludes_by_index(gallery):
     np.testing.assert_array_equal(result.indices, ref_idx)
     assert not np.any(result.indices == exclude[:, None])
     # Row 10's duplicate (row 40, distance 0) is its nearest neighbour, not row 10 itself.
-    assert result.indices[10, 0] == 40 and result.indices[40, 0] == 10
+    assert result.indices[10, 0] == 40
+    assert result.indices[40, 0] == 10
 
 
 def test_save_load_round_trip(tmp_path, gallery):
@@ -77,7 +78,8 @@ def test_save_load_round_trip(tmp_path, gallery):
     index.save(path)
     index.save(path)  # replaces an existing index
     loaded = RetrievalIndex.load(path)
-    assert loaded.metadata == {"model": "somewhere"} and loaded.normalize
+    assert loaded.metadata == {"model": "somewhere"}
+    assert loaded.normalize
     queries = gallery[:5] * 0.9
     a, b = index.search(queries, 4), loaded.search(queries, 4)
     np.testing.assert_array_equal(a.indices, b.indices)

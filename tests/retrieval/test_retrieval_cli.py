@@ -55,7 +55,8 @@ def _ok(argv, capsys):
 def _err(argv, capsys):
     code = cli.main(argv)
     out = capsys.readouterr()
-    assert code == 1 and "Traceback" not in out.err
+    assert code == 1
+    assert "Traceback" not in out.err
     return out.err
 
 
@@ -69,7 +70,9 @@ def test_table_index_search_csv_matches_python_api(setup, tmp_path, capsys):
     _ok(args, capsys)
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 30 and rows[0]["query"] == paths[0] and rows[0]["query_label"] == "c0"
+    assert len(rows) == 30
+    assert rows[0]["query"] == paths[0]
+    assert rows[0]["query_label"] == "c0"
     index = RetrievalIndex.load(index_dir)
     expected = index.search(ExportedEmbedder(export).embed_files(paths), 3)
     assert [r["id"] for r in rows] == list(expected.ids.reshape(-1))
@@ -94,9 +97,11 @@ def test_errors_name_the_problem(setup, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     err = _err(["search", "--index", index_dir, "--images", paths[0], str(bad)], capsys)
-    assert str(bad) in err and "cannot be decoded" in err
+    assert str(bad) in err
+    assert "cannot be decoded" in err
     err = _err(["search", "--index", index_dir, "--images", str(tmp_path / "nope.png")], capsys)
-    assert "nope.png" in err and "not found" in err
+    assert "nope.png" in err
+    assert "not found" in err
     err = _err(["search", "--index", str(tmp_path), "--images", paths[0]], capsys)
     assert "No retrieval index" in err
     err = _err(
@@ -116,7 +121,8 @@ def test_index_of_a_pixels_dataset_split(setup, tmp_path, capsys):
     _, export, _ = setup
     data = data_pipelines.load("digit_pairs", images_per_class=2)
     index = index_from_split(ExportedEmbedder(export), data, "gallery", batch_size=7)
-    assert len(index) == len(data.test) and index.ids[3] == "digit_pairs/test#3"
+    assert len(index) == len(data.test)
+    assert index.ids[3] == "digit_pairs/test#3"
     assert list(index.labels) == list(data.test.labels)
     loaded = __import__("tensorflow").saved_model.load(export)
     pixels = data.test.source[data.test.rows[:3]]

@@ -75,7 +75,8 @@ def test_missing_dataset_files(tmp_path, capsys):
     data_dir.mkdir()
     _earlier_results(workdir)
     err = _error(capsys, _train(workdir, ["data.name=cub200", f"data.data_dir={data_dir}"]))
-    assert "CUB-200-2011 is not prepared in" in err and str(data_dir) in err, err
+    assert "CUB-200-2011 is not prepared in" in err, err
+    assert str(data_dir) in err, err
     assert "python -m ccpdml prepare cub200 --manual-dir" in err
     _assert_intact(workdir)
 
@@ -85,7 +86,8 @@ def test_unwritable_run_directory(tmp_path, capsys):
     blocker = tmp_path / "earlier_result.json"
     blocker.write_text('{"earlier": true}')
     err = _error(capsys, _train(blocker / "run", []))
-    assert "is not writable" in err and "choose another --workdir" in err, err
+    assert "is not writable" in err, err
+    assert "choose another --workdir" in err, err
     assert blocker.read_text() == '{"earlier": true}'
 
 
@@ -136,7 +138,8 @@ def test_corrupt_image_file(tmp_path, capsys, monkeypatch):
     _earlier_results(workdir)
     err = _error(capsys, _train(workdir, FILES_RUN, config=PLAIN_CONFIG))
     assert "1 image(s) cannot be read or decoded" in err, err
-    assert paths["train"][5] in err and "row 5 of tiny/train" in err
+    assert paths["train"][5] in err
+    assert "row 5 of tiny/train" in err
     assert "Replace or delete these files" in err
     for other in paths["train"][:5]:
         assert other not in err
@@ -152,7 +155,8 @@ def test_class_with_one_image(tmp_path, capsys, monkeypatch):
     _earlier_results(tmp_path)
     err = _error(capsys, _train(tmp_path, ["repeats=1"]))
     assert "1 class(es) of the tiny/train split have a single image (labels 1)" in err, err
-    assert "at least 2 images" in err and "Remove those classes" in err
+    assert "at least 2 images" in err
+    assert "Remove those classes" in err
     _assert_intact(tmp_path)
 
 
@@ -189,7 +193,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
     assert f"last good checkpoint '{state}' is kept" in err
     with np.load(state) as saved:
         meta = json.loads(bytes(saved["meta"]).decode("utf-8"))
-        assert meta["next_epoch"] == 1 and len(meta["history"]) == 1
+        assert meta["next_epoch"] == 1
+        assert len(meta["history"]) == 1
         assert np.isfinite(meta["history"][0]["loss"])
         for key in saved.files:
             assert np.all(np.isfinite(saved[key])), key
@@ -224,5 +229,6 @@ def test_evaluate_savedmodel_with_wrong_signature(tmp_path, capsys):
         ["evaluate", "--model", path, "--dataset", "digit_pairs", "--json", str(earlier)]
     )
     err = _error(capsys, code)
-    assert path in err and "[B, H, W, C]" in err, err
+    assert path in err, err
+    assert "[B, H, W, C]" in err, err
     assert earlier.read_text() == '{"earlier": true}'

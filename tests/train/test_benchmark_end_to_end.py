@@ -50,8 +50,10 @@ def test_config_is_the_paper_one_with_tiny_overrides(cub_run):
     config, _, _ = cub_run
     assert config.model.backbone == "small_cnn"
     assert (config.data.classes_per_batch, config.data.samples_per_class) == (8, 4)
-    assert config.loss.name == "contrastive" and config.loss.params["neg_margin"] == 0.3841
-    assert config.loss.ccp.proxies_per_class == 8 and config.loss.ccp.pool_size == 12
+    assert config.loss.name == "contrastive"
+    assert config.loss.params["neg_margin"] == 0.3841
+    assert config.loss.ccp.proxies_per_class == 8
+    assert config.loss.ccp.pool_size == 12
 
 
 @pytest.mark.slow
@@ -68,11 +70,14 @@ def test_metrics_json_and_history_are_finite(cub_run):
     p_at_1 = on_disk["test"]["precision_at_1"] * FAKE_TEST_CLASSES * FAKE_IMAGES_PER_CLASS
     assert abs(p_at_1 - round(p_at_1)) < 1e-4
     (fold,) = on_disk["folds"]
-    assert fold["fold"] == 1 and fold["train_classes"] == 9
+    assert fold["fold"] == 1
+    assert fold["train_classes"] == 9
     history = fold["history"]
-    assert len(history) == 3 and fold["validation_rounds"] == 3  # no early stop (patience 60)
+    assert len(history) == 3
+    assert fold["validation_rounds"] == 3
     for round_logs in history:
-        assert np.isfinite(round_logs["loss"]) and round_logs["loss"] > 0.0
+        assert np.isfinite(round_logs["loss"])
+        assert round_logs["loss"] > 0.0
         assert 0.0 <= round_logs["val_map_at_r"] <= 1.0
     assert fold["best_validation"] == max(r["val_map_at_r"] for r in history)
 
@@ -102,9 +107,11 @@ def test_exports_and_embeddings(cub_run):
     assert os.path.exists(os.path.join(export, "saved_model.pb")), export
     with open(os.path.join(export, "ccpdml_export.json")) as handle:
         meta = json.load(handle)
-    assert meta["dataset"] == "cub200" and meta["image_size"] == 32
+    assert meta["dataset"] == "cub200"
+    assert meta["image_size"] == 32
     # one fold: no one-member "ensemble" export
     assert not os.path.exists(os.path.join(workdir, "export", "ensemble"))
     emb = np.load(os.path.join(workdir, "folds", "r0_f1", "test_embeddings.npy"))
     assert emb.shape == (FAKE_TEST_CLASSES * FAKE_IMAGES_PER_CLASS, 16)
-    assert np.isfinite(emb).all() and emb.std() > 0
+    assert np.isfinite(emb).all()
+    assert emb.std() > 0

@@ -54,7 +54,8 @@ def test_bytes_and_uint8_endpoints_equal_preprocess_then_serve(
         if fmt == "PNG":  # lossless: exactly the preprocessed pixels
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
         else:
-            assert got.shape == expected.shape and np.all(np.isfinite(got))
+            assert got.shape == expected.shape
+            assert np.all(np.isfinite(got))
     got = loaded.serve_images(tf.constant(pixels))["embeddings"].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     sig = loaded.signatures["serve_bytes"](images=tf.constant([_encode(pixels[0], "PNG")]))

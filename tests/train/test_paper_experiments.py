@@ -104,7 +104,8 @@ def test_fake_benchmarks_load(fake_data):
         assert data.name == name
         assert data.train.num_classes == FAKE_TRAIN_CLASSES, name
         assert np.bincount(data.train.labels).min() >= 2, name
-        assert len(data.test) > 0 and data.test.num_classes >= 2, name
+        assert len(data.test) > 0, name
+        assert data.test.num_classes >= 2, name
     assert fake_data["inshop"].test_query_count > 0
 
 
@@ -132,10 +133,12 @@ def _check_loss_matches_config(built, loss_cfg):
         assert built.loss.start_at == loss_cfg.xbm.start_at
         assert built.proxy_bank is None
     elif loss_cfg.name in ("proxy_anchor", "proxy_nca", "soft_triple"):
-        assert built.proxy_bank is not None and built.loss.proxy_bank is built.proxy_bank
+        assert built.proxy_bank is not None
+        assert built.loss.proxy_bank is built.proxy_bank
         assert built.proxy_bank.proxies_per_class == loss_cfg.proxies_per_class
     else:
-        assert built.proxy_bank is None and built.memory is None
+        assert built.proxy_bank is None
+        assert built.memory is None
 
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
@@ -156,16 +159,21 @@ def test_paper_config_builds_and_computes_a_finite_loss(
     assert written["model"].pop("backbone") == "bn_inception"
     assert cheap == written
     assert cfg.data.name == DATASET_OF_PREFIX[name.split("_")[0]]
-    assert cfg.data.num_folds == 4 and cfg.repeats == 3 and cfg.model.embedding_dim == 128
+    assert cfg.data.num_folds == 4
+    assert cfg.repeats == 3
+    assert cfg.model.embedding_dim == 128
     proxy_baseline = cfg.loss.name in ("proxy_anchor", "proxy_nca", "soft_triple")
     k, m = (32, 1) if proxy_baseline else (8, 4)
     assert (cfg.data.classes_per_batch, cfg.data.samples_per_class) == (k, m)
 
     # Data: MLRC fold 1 of the fake, one batch of the config's k x m.
     train, images, labels = _first_batch(cfg, fake_data[cfg.data.name], first_batches)
-    assert images.shape == (k * m, IMAGE_SIZE, IMAGE_SIZE, 3) and images.dtype == np.float32
-    assert np.isfinite(images).all() and images.std() > 0
-    assert labels.min() >= 0 and labels.max() < train.num_classes
+    assert images.shape == (k * m, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert images.dtype == np.float32
+    assert np.isfinite(images).all()
+    assert images.std() > 0
+    assert labels.min() >= 0
+    assert labels.max() < train.num_classes
     # Batch order [c1s1, ..., cks1, c1s2, ...]: every sample row repeats the class row.
     np.testing.assert_array_equal(labels.reshape(m, k), np.tile(labels[:k], (m, 1)))
     if k > train.num_classes:  # 32 x 1 on a 9-class fold: classes repeat within the batch.
@@ -184,7 +192,8 @@ def test_paper_config_builds_and_computes_a_finite_loss(
     )
     optimizer = build_optimizer(cfg.optimizer, built, cfg.loss.proxy_lr_multiplier)
     backbone_layers = [layer.name for layer in built.embedder.layers]
-    assert cfg.model.backbone in backbone_layers and "embedding_head" in backbone_layers
+    assert cfg.model.backbone in backbone_layers
+    assert "embedding_head" in backbone_layers
     if cfg.model.backbone == "bn_inception":
         assert built.embedder.get_layer("bn_inception").count_params() == 10_290_272
     _check_loss_matches_config(built, cfg.loss)
@@ -196,7 +205,9 @@ def test_paper_config_builds_and_computes_a_finite_loss(
     if proxy_baseline:
         assert cfg.loss.proxy_lr_multiplier == 100.0
         (var, factor), *rest = optimizer.lr_multipliers
-        assert not rest and var is built.proxy_bank.proxies and factor == 100.0
+        assert not rest
+        assert var is built.proxy_bank.proxies
+        assert factor == 100.0
     else:
         assert not optimizer.lr_multipliers
     assert optimizer.weight_decay_l2 == pytest.approx(cfg.optimizer.weight_decay)
@@ -204,6 +215,7 @@ def test_paper_config_builds_and_computes_a_finite_loss(
     embeddings = built.model(images, training=True)
     assert tuple(embeddings.shape) == (k * m, cfg.model.embedding_dim)
     loss = float(np.asarray(built.loss(labels, embeddings)))
-    assert np.isfinite(loss) and loss >= 0.0
+    assert np.isfinite(loss)
+    assert loss >= 0.0
     if built.memory is not None:  # the XBM loss enqueued the batch
         assert int(np.asarray(built.memory.steps)) == 1

@@ -31,4 +31,5 @@ def test_retrieval_png_is_written(tmp_path, query_count):
     from PIL import Image
 
     width, height = Image.open(tmp_path / "r0_f1_retrieval.png").size
-    assert width > 200 and height > 200
+    assert width > 200
+    assert height > 200

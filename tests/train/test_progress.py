@@ -26,7 +26,8 @@ def test_round_lines_rounded_once_with_run_eta():
         "[ccpdml] repeat 0 (1/1) fold 2 (2/4) round 1/5",
         "[ccpdml] repeat 0 (1/1) fold 2 (2/4) round 2/5",
     ]
-    assert len(summaries) == 2 and all("val_map_at_r: 0.1235 " in s for s in summaries)
+    assert len(summaries) == 2
+    assert all("val_map_at_r: 0.1235 " in s for s in summaries)
     assert "run ETA <= " in summaries[-1]
     # 6 steps done; left: 3 rounds of this fold + 2 folds x 5 rounds, 3 steps each = 39 steps.
     per_step = (progress.seconds_left() / 39) if progress.seconds_left() else 0.0

@@ -30,7 +30,8 @@ def test_second_process_is_refused_by_the_lock(tmp_path, capsys):
         code = cli.main(["train", "--config", CONFIG, "--workdir", str(workdir)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "is in use by another training process" in err and f"pid {os.getpid()}" in err
+    assert "is in use by another training process" in err
+    assert f"pid {os.getpid()}" in err
     assert "--workdir" in err
     assert (workdir / "metrics.json").read_text() == '{"earlier": true}'
     assert not (workdir / "config.yaml").exists()

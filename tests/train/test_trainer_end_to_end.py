@@ -54,7 +54,8 @@ def test_run_directory_contents(tiny_run):
         assert os.path.exists(os.path.join(export, "saved_model.pb")), export
         assert os.path.exists(os.path.join(export, "ccpdml_export.json"))
     plots = os.listdir(os.path.join(workdir, "plots"))
-    assert "r0_f1_validation.png" in plots and "r0_f1_retrieval.png" in plots
+    assert "r0_f1_validation.png" in plots
+    assert "r0_f1_retrieval.png" in plots
 
 
 @pytest.mark.slow
@@ -105,7 +106,8 @@ def test_finished_folds_are_not_retrained(tiny_run, capsys):
     config, workdir, metrics = tiny_run
     again = train_and_evaluate(config, workdir)
     out = capsys.readouterr().out
-    assert "fold 1 already finished" in out and "fold 2 already finished" in out
+    assert "fold 1 already finished" in out
+    assert "fold 2 already finished" in out
     assert again["test"] == metrics["test"]
 
 

@@ -35,5 +35,6 @@ def test_proxy_nca_with_warm_up_runs_end_to_end(tmp_path, capsys):
     assert "warm-up: 1 round(s) training the embedding head and proxies only" in out
     assert "global batch 32 = 1 replica(s) x 32" in out
     history = metrics["folds"][0]["history"]
-    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert len(history) == 2
+    assert all(np.isfinite(h["loss"]) for h in history)
     assert 0.0 <= metrics["test"]["map_at_r"] <= 1.0

@@ -49,7 +49,8 @@ def test_trainer_runs_under_strategy(strategy, replicas, tmp_path, capsys):
     for key in ("map_at_r", "r_precision", "precision_at_1"):
         assert 0.0 <= metrics["test"][key] <= 1.0
     history = metrics["folds"][0]["history"]
-    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert len(history) == 2
+    assert all(np.isfinite(h["loss"]) for h in history)
     export = workdir / "export" / "fold_r0_f1"
     meta = json.loads((export / "ccpdml_export.json").read_text())
     loaded = tf.saved_model.load(str(export))  # keep a reference: `serve` needs the object alive
