@@ -187,7 +187,7 @@ def report_main(root: str, output: str | None = None) -> int:
     text = format_report(group_runs(runs))
     print(text)
     if output:
-        from ccpdml.train.rundir import atomic_write_bytes
+        from ccpdml.atomic import atomic_write_bytes
 
         atomic_write_bytes(output, (text + "\n").encode("utf-8"))
     return 0

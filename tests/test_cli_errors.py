@@ -92,12 +92,12 @@ def test_unexpected_error_is_one_line_with_debug_advice(tmp_path, capsys, monkey
 
 
 def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path, capsys, monkeypatch):
-    from ccpdml.train import rundir
+    from ccpdml import atomic
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     err = _error(capsys, _train(tmp_path, ["repeats=1"]))
     config = tmp_path / "config.yaml"
     assert f"no space left on the device ({config})" in err, err
@@ -254,7 +254,7 @@ def test_truncated_state_npz_names_the_file(tmp_path):
 
 
 def test_atomic_writes_respect_the_umask(tmp_path):
-    from ccpdml.train.rundir import atomic_write_json
+    from ccpdml.atomic import atomic_write_json
 
     old = os.umask(0o027)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from ccpdml.atomic import atomic_write_bytes
 from ccpdml.config.base import ConfigError, Section
 from ccpdml.config.schema import ExperimentConfig
 
@@ -160,8 +161,7 @@ def config_to_dict(cfg):
 
 
 def dump_config(cfg, path):
-    """Write the resolved config as YAML, atomically (`ccpdml.train.rundir.atomic_write_bytes`)."""
-    from ccpdml.train.rundir import atomic_write_bytes  # lazy: ccpdml.train imports this module
+    """Write the resolved config as YAML, atomically (`ccpdml.atomic.atomic_write_bytes`)."""
 
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
     atomic_write_bytes(os.fspath(path), text.encode("utf-8"))

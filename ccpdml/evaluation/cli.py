@@ -1,33 +1,25 @@
 """`python -m ccpdml metrics` (embeddings in .npy files) and `python -m ccpdml evaluate` (SavedModels).
 
-`evaluate` follows METHOD §4.10: the test split with eval preprocessing, batch 128, each model's
-metrics, and for several models (the MLRC folds) their mean ("128D") and the metrics of the
-ball-normalised concatenation ("512D").
+Argument parsing and printing only; the evaluation itself is `ccpdml.evaluation.saved_models`
+(METHOD §4.10: the test split with eval preprocessing, batch 128, each model's metrics, and for
+several models their mean ("128D") and the ball-normalised concatenation ("512D")).
 """
 
 import argparse
-import json
 import os
 
 import numpy as np
 
-from ccpdml.evaluation.ensemble import ensemble_metrics
+from ccpdml.atomic import atomic_write_json
 from ccpdml.evaluation.retrieval import retrieval_metrics
-
-EXPORT_METADATA = "ccpdml_export.json"
-
-
-def write_json(path, obj):
-    """Write `obj` as JSON atomically, with ordinary file permissions (`atomic_write_bytes`)."""
-    from ccpdml.train.rundir import atomic_write_bytes
-
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _first_line(exc, limit=200):
-    line = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+from ccpdml.evaluation.saved_models import (
+    check_one_model_per_fold,
+    describe_model,
+    embed_batches,
+    evaluate_embeddings,
+    load_embedding_model,
+)
+from ccpdml.export_metadata import METADATA_FILE, read_export_metadata
 
 
 def format_table(rows):
@@ -104,98 +96,8 @@ def metrics_main(argv=None):
         metrics = retrieval_metrics(query, query_labels, ref, ref_labels, **kwargs)
     print(format_table({"embeddings": metrics}))
     if args.json:
-        write_json(args.json, metrics)
+        atomic_write_json(args.json, metrics, sort_keys=True)
     return 0
-
-
-def read_export_metadata(path):
-    """The `ccpdml_export.json` written next to an exported SavedModel, or {} if absent."""
-    from ccpdml.train.rundir import read_json
-
-    meta_path = os.path.join(path, EXPORT_METADATA)
-    if not os.path.isfile(meta_path):
-        return {}
-    return read_json(
-        meta_path,
-        "delete it and pass --dataset, --preprocessing and --image-size, or export the model "
-        "again (delete the export directory and rerun the training command)",
-    )
-
-
-def load_embedding_model(path):
-    """Load a SavedModel exported with `model.export` and check its `serve` endpoint.
-
-    The endpoint must take one float image batch [B, H, W, C] and return one [B, D] tensor.
-    Returns the loaded object; call `loaded.serve(images)` while it is alive (the endpoint only
-    holds weak references to the variables).
-    """
-    import tensorflow as tf
-
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(
-            f"No SavedModel at {path!r} (saved_model.pb missing); pass the directory written by "
-            "the trainer's export (keras `model.export(path)`)."
-        )
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as exc:  # protobuf DecodeError, tf.errors.DataLossError, OSError, ...
-        raise ValueError(
-            f"SavedModel {path!r} is damaged and cannot be loaded ({type(exc).__name__}: "
-            f"{_first_line(exc)}). Export it again with the training command that wrote it: "
-            "export/ensemble is rewritten by every rerun; for export/fold_rR_fK also delete "
-            "folds/rR_fK/result.json in the run directory, and the rerun finishes that fold again "
-            "from its saved state without retraining. Or copy an intact export."
-        ) from None
-    serve = getattr(loaded, "serve", None)
-    if serve is None:
-        raise ValueError(
-            f"SavedModel {path!r} has no `serve` endpoint; export it with keras `model.export`."
-        )
-    spec = getattr(serve, "input_signature", None) or ()
-    if len(spec) != 1 or spec[0].shape.rank != 4 or not spec[0].dtype.is_floating:
-        raise ValueError(
-            f"SavedModel {path!r}: `serve` must take one float image batch [B, H, W, C]; it "
-            f"takes {spec}. Export the embedding model whose input is the preprocessed image."
-        )
-    outputs = serve.concrete_functions[0].structured_outputs
-    if not hasattr(outputs, "shape") or outputs.shape.rank != 2:
-        raise ValueError(
-            f"SavedModel {path!r}: `serve` must return one [B, D] embedding tensor; it returns "
-            f"{outputs}."
-        )
-    return loaded
-
-
-def embed_batches(endpoints, batches):
-    """Run every endpoint on each (images, labels) batch: ([N, D_i] per endpoint, labels [N])."""
-    outputs = [[] for _ in endpoints]
-    labels = []
-    for images, batch_labels in batches:
-        for out, fn in zip(outputs, endpoints):
-            out.append(np.asarray(fn(images), dtype=np.float32))
-        labels.append(np.asarray(batch_labels).reshape(-1))
-    if not labels:
-        raise ValueError("The evaluation dataset is empty.")
-    return [np.concatenate(o) for o in outputs], np.concatenate(labels)
-
-
-def evaluate_embeddings(per_model, labels, query_count=None, **kwargs):
-    """Metrics rows: one model -> {"model": m}; several -> {"fold_i": m, "folds_mean": m
-    (the "128D" row), "concatenated": m (the "512D" row)} (METHOD §4.10)."""
-    if query_count is None:
-        q_emb, q_lab, r_emb, r_lab = per_model, labels, None, None
-    else:
-        q_emb = [e[:query_count] for e in per_model]
-        r_emb = [e[query_count:] for e in per_model]
-        q_lab, r_lab = labels[:query_count], labels[query_count:]
-    if len(per_model) == 1:
-        ref = None if r_emb is None else r_emb[0]
-        return {"model": retrieval_metrics(q_emb[0], q_lab, ref, r_lab, **kwargs)}
-    result = ensemble_metrics(q_emb, q_lab, r_emb, r_lab, **kwargs)
-    rows = {f"fold_{i + 1}": m for i, m in enumerate(result["folds"])}
-    rows["folds_mean"] = result["folds_mean"]
-    rows["concatenated"] = result["concatenated"]
-    return rows
 
 
 def _resolve(args, metas):
@@ -223,35 +125,8 @@ def _resolve(args, metas):
     else:
         resolved["image_size"] = sizes.pop() if sizes else 227
     if resolved["dataset"] is None:
-        raise ValueError(f"Unknown dataset: pass --dataset (no {EXPORT_METADATA} names it).")
+        raise ValueError(f"Unknown dataset: pass --dataset (no {METADATA_FILE} names it).")
     return resolved
-
-
-def describe_model(meta, dim):
-    """Row name of one exported model, from its `ccpdml_export.json` (METHOD §4.10 names)."""
-    members, fold, repeat = meta.get("ensemble_members"), meta.get("fold"), meta.get("repeat")
-    if members and members > 1:
-        return f"ensemble of {members} folds (repeat {repeat}, {dim}D)"
-    if fold is not None:
-        return f"single model: fold {fold}, repeat {repeat} ({dim}D)"
-    return f"single model ({dim}D)"
-
-
-def _check_one_model_per_fold(paths, metas):
-    """Concatenating repeats of the same fold is not the MLRC ensemble: refuse it."""
-    seen = {}
-    for path, meta in zip(paths, metas):
-        fold, repeat = meta.get("fold"), meta.get("repeat")
-        if fold is None or repeat is None:
-            continue
-        other = seen.setdefault(fold, (path, repeat))
-        if other[1] != repeat:
-            raise ValueError(
-                f"{other[0]!r} and {path!r} are fold {fold} of repeats {other[1]} and {repeat}: "
-                "the fold ensemble concatenates different folds of one repeat. Pass one model "
-                "per fold (e.g. export/fold_r0_f1 ... fold_r0_f4); the run's metrics.json "
-                "(test_combinations) holds every cross-repeat combination (METHOD §4.10)."
-            )
 
 
 def evaluate_main(argv=None):
@@ -262,10 +137,10 @@ def evaluate_main(argv=None):
         "metrics; several models are also evaluated as an ensemble (mean and concatenation).",
     )
     parser.add_argument("--model", nargs="+", required=True, help="SavedModel director(y/ies)")
-    parser.add_argument("--dataset", help=f"dataset name (default: from {EXPORT_METADATA})")
+    parser.add_argument("--dataset", help=f"dataset name (default: from {METADATA_FILE})")
     parser.add_argument("--data-dir", help="dataset directory (see `python -m ccpdml prepare`)")
-    parser.add_argument("--preprocessing", help=f"default: from {EXPORT_METADATA} or dataset")
-    parser.add_argument("--image-size", type=int, help=f"default: from {EXPORT_METADATA} or 227")
+    parser.add_argument("--preprocessing", help=f"default: from {METADATA_FILE} or dataset")
+    parser.add_argument("--image-size", type=int, help=f"default: from {METADATA_FILE} or 227")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--ks", type=int, nargs="+", default=[1], help="recall cut-offs")
     parser.add_argument("--nmi", action="store_true", help="also compute NMI (k-means, slow)")
@@ -274,7 +149,7 @@ def evaluate_main(argv=None):
     args = parser.parse_args(argv)
 
     metas = [read_export_metadata(p) for p in args.model]
-    _check_one_model_per_fold(args.model, metas)
+    check_one_model_per_fold(args.model, metas)
     resolved = _resolve(args, metas)
     loaded = [load_embedding_model(p) for p in args.model]
     endpoints = [m.serve for m in loaded]
@@ -332,7 +207,7 @@ def evaluate_main(argv=None):
         shown[f"concatenated ({sum(e.shape[1] for e in per_model)}D)"] = rows["concatenated"]
     print(format_table(shown))
     if args.json:
-        write_json(
+        atomic_write_json(
             args.json,
             {
                 "dataset": resolved["dataset"],
@@ -344,5 +219,6 @@ def evaluate_main(argv=None):
                 "test_query_count": data.test_query_count,
                 "results": rows,
             },
+            sort_keys=True,
         )
     return 0

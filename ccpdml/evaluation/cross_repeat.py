@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ccpdml.evaluation.ensemble import join_normalized
-from ccpdml.evaluation.retrieval import ball_normalize_np
+from ccpdml.evaluation.normalize import ball_normalize_np
 
 MAX_COMBINATIONS = 1000
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from ccpdml.evaluation.retrieval import ball_normalize_np, retrieval_metrics
+from ccpdml.evaluation.normalize import ball_normalize_np
+from ccpdml.evaluation.retrieval import retrieval_metrics
 
 
 def concat_embeddings(embeddings):

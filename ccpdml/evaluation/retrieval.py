@@ -5,14 +5,9 @@ import sys
 import numpy as np
 
 from ccpdml.evaluation.exact_knn import exact_top_k
+from ccpdml.evaluation.normalize import ball_normalize_np
 
 DEVICES = ("auto", "numpy", "tensorflow")
-
-
-def ball_normalize_np(x):
-    """NL(v) = v if ‖v‖ <= 1 else v/‖v‖, row-wise, float32 (METHOD §1.4)."""
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norm > 1.0, x / np.where(norm > 1.0, norm, 1.0), x).astype(np.float32)
 
 
 def _as_embeddings(x, name):

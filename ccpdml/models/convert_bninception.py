@@ -7,11 +7,11 @@ running_var` [C] and `last_linear.weight|bias` (the ImageNet classifier, dropped
 
 import argparse
 import os
-import tempfile
 
 import keras
 import numpy as np
 
+from ccpdml.atomic import atomic_write_with
 from ccpdml.models.bn_inception import bn_inception
 
 # Keys present in the checkpoint that the feature extractor does not use.
@@ -132,17 +132,7 @@ def convert_bninception(checkpoint, output, input_shape=(227, 227, 3)):
     state_dict = load_checkpoint(checkpoint)
     model = bn_inception(input_shape)
     load_state_dict_into(model, state_dict)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".weights.h5")
-    os.close(fd)
-    os.remove(tmp)
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_with(output, model.save_weights, suffix=".weights.h5")
     return model
 
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ccpdml.train.rundir import atomic_write_bytes
+from ccpdml.atomic import atomic_write_bytes
 
 
 def _read_query_table(path):

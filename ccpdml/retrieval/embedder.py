@@ -12,8 +12,7 @@ import os
 
 import numpy as np
 
-from ccpdml.train.export import METADATA_FILE
-from ccpdml.train.rundir import read_json
+from ccpdml.export_metadata import read_export_metadata
 
 
 class ExportedEmbedder:
@@ -32,8 +31,7 @@ class ExportedEmbedder:
                 f"No SavedModel at {self.path!r} (saved_model.pb missing); pass an export "
                 "directory of a run, e.g. runs/<experiment>/export/ensemble."
             )
-        meta_path = os.path.join(self.path, METADATA_FILE)
-        self.metadata = read_json(meta_path) if os.path.isfile(meta_path) else {}
+        self.metadata = read_export_metadata(self.path, "delete it and rerun the same command")
         self.model = tf.saved_model.load(self.path)
         if not hasattr(self.model, "serve_bytes") or not hasattr(self.model, "serve_images"):
             raise ValueError(

@@ -20,10 +20,9 @@ import os
 
 import numpy as np
 
+from ccpdml.atomic import atomic_save_npy, atomic_write_json, read_json, replace_directory
 from ccpdml.evaluation.exact_knn import PAD_KEY, top_k_chunk
-from ccpdml.evaluation.retrieval import ball_normalize_np
-from ccpdml.train.export import replace_directory
-from ccpdml.train.rundir import atomic_save_npy, atomic_write_json, read_json
+from ccpdml.evaluation.normalize import ball_normalize_np
 
 INDEX_FILE = "index.json"
 BACKENDS = ("numpy", "faiss")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccpdml.train.export import replace_directory, write_metadata
+from ccpdml.atomic import replace_directory
+from ccpdml.export_metadata import write_metadata
 
 
 def _module(embedder, index, k):

@@ -12,9 +12,9 @@ import os
 import numpy as np
 import yaml
 
+from ccpdml.atomic import atomic_write_bytes
 from ccpdml.config import config_to_dict, dump_config
 from ccpdml.dotted_keys import dotted_leaves
-from ccpdml.train.rundir import atomic_write_bytes
 
 CHANGES_LOG = "changes.log"
 # What `train --continue-with-changes` may change in a started run: settings read afresh when a

@@ -16,18 +16,13 @@ size, fold, ensemble members, and `signatures` describing the endpoints.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import keras
 import tensorflow as tf
 
 import data_pipelines
+from ccpdml.atomic import replace_directory
+from ccpdml.export_metadata import write_metadata
 from ccpdml.layers import BallNormalization
-from ccpdml.train.rundir import atomic_write_json
-
-METADATA_FILE = "ccpdml_export.json"
 
 
 def image_decoder(preprocessing: str, image_size, input_shape):
@@ -106,32 +101,6 @@ def signature_metadata(model: keras.Model, preprocessing: str | None) -> dict:
         "preprocessing in the graph",
     }
     return signatures
-
-
-def replace_directory(write, path: str) -> str:
-    """Call `write(target)` on a new temporary sibling directory, then rename it to `path`.
-
-    Readers see the old directory or the complete new one; an interrupted write leaves only a
-    hidden `.export-*` temporary (removed on the way out when Python survives).
-    """
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        target = os.path.join(tmp, "model")
-        os.makedirs(target)
-        write(target)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def write_metadata(directory: str, metadata: dict) -> None:
-    """Write `ccpdml_export.json` into `directory` (atomically)."""
-    atomic_write_json(os.path.join(directory, METADATA_FILE), metadata)
 
 
 def export_saved_model(model: keras.Model, path: str, metadata: dict) -> str:

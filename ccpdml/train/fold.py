@@ -15,6 +15,7 @@ import time
 import keras
 
 import data_pipelines
+from ccpdml.atomic import atomic_save_npy, atomic_write_json
 from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import check_workers_resume_together, fit_multi_worker
 from ccpdml.models.freeze import freeze_batchnorm
@@ -25,7 +26,6 @@ from ccpdml.train.export import export_saved_model
 from ccpdml.train.faults import fault_callbacks, fault_point
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
 from ccpdml.train.progress import RunProgress
-from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
 
 

@@ -1,4 +1,4 @@
-"""Run directory: exclusive lock, atomic writes, and the file layout of one experiment run.
+"""Run directory: exclusive lock and the file layout of one experiment run (writes: `ccpdml.atomic`).
 
 Layout of `runs/<experiment>/`::
 
@@ -18,87 +18,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import shutil
-import tempfile
 
-import numpy as np
-
-TEMP_PREFIXES = (".tmp-", ".export-")  # temporaries of atomic writes and of SavedModel exports
-
-
-def file_mode() -> int:
-    """Mode of a newly created ordinary file under the current umask (e.g. 0o644 for umask 022)."""
-    try:  # Linux >= 4.7 reports the umask without changing it (os.umask is racy with threads).
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a torn file.
-
-    The file gets the mode of an ordinary new file (umask applied, e.g. 0644), not mkstemp's 0600.
-    An OSError (disk full, ...) names `path` and leaves neither `path` changed nor a temporary.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIXES[0], dir=directory)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, exc.filename or path) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, path) from exc
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    """JSON version of `atomic_write_bytes` (numpy scalars are converted to Python numbers)."""
-
-    def _default(value):
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_default).encode("utf-8"))
-
-
-def atomic_save_npy(path: str, array: np.ndarray) -> None:
-    """Save a numpy array atomically."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array))
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_json(path: str, fix: str = "delete it and rerun the same command"):
-    """The JSON content of `path`; a damaged file raises a ValueError naming it and `fix`."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    try:
-        return json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError, or undecodable bytes
-        raise ValueError(f"{path} is damaged and cannot be read ({exc}); {fix}") from None
+from ccpdml.atomic import read_json, remove_stale_temporaries
 
 
 class RunDirectoryLockedError(PermissionError):
@@ -157,13 +79,7 @@ class RunDirectory:
 
     def _remove_stale_temporaries(self) -> None:
         """Delete temporaries left by a killed run (we hold the lock: nobody else writes here)."""
-        for root, dirs, files in os.walk(self.path):
-            for name in [d for d in dirs if d.startswith(TEMP_PREFIXES)]:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-                dirs.remove(name)
-            for name in files:
-                if name.startswith(TEMP_PREFIXES) or name.startswith(".config.yaml."):
-                    os.unlink(os.path.join(root, name))
+        remove_stale_temporaries(self.path, extra_prefixes=(".config.yaml.",))
 
     def release(self) -> None:
         if self._lock_handle is not None:

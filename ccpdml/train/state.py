@@ -19,7 +19,7 @@ import zlib
 import keras
 import numpy as np
 
-from ccpdml.train.rundir import atomic_write_bytes
+from ccpdml.atomic import atomic_write_bytes
 
 # What a truncated or corrupt state file raises while it is read.
 _DAMAGED = (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, zlib.error)

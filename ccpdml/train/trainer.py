@@ -12,6 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 import data_pipelines
+from ccpdml.atomic import atomic_write_json
 from ccpdml.distribute import check_workers_fold_done, lost_worker_error
 from ccpdml.distribute.liveness import PEER_ERRORS
 from ccpdml.train.checks import (
@@ -25,7 +26,7 @@ from ccpdml.train.evaluate import Embedder, evaluate_test, test_summary
 from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import log, train_fold
 from ccpdml.train.fold import run_folds as _folds
-from ccpdml.train.rundir import RunDirectory, atomic_write_json
+from ccpdml.train.rundir import RunDirectory
 from ccpdml.train.strategy import make_strategy
 
 

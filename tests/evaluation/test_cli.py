@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from ccpdml.evaluation import cli, ensemble_metrics, retrieval_metrics
+import data_pipelines
+from ccpdml.evaluation import cli, ensemble_metrics, retrieval_metrics, saved_models
+from ccpdml.export_metadata import METADATA_FILE
 
 
 def _embeddings(n=40, d=5, seed=0):
@@ -54,7 +56,7 @@ def test_metrics_main_errors(tmp_path):
 def _export(model, path, meta=None):
     model.export(str(path), verbose=False)
     if meta is not None:
-        (path / cli.EXPORT_METADATA).write_text(json.dumps(meta))
+        (path / METADATA_FILE).write_text(json.dumps(meta))
     return str(path)
 
 
@@ -67,29 +69,29 @@ def _digit_model(seed):
 
 def test_signature_checks(tmp_path):
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        cli.load_embedding_model(str(tmp_path))
+        saved_models.load_embedding_model(str(tmp_path))
     flat = keras.Sequential([keras.Input((7,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        cli.load_embedding_model(_export(flat, tmp_path / "flat"))
+        saved_models.load_embedding_model(_export(flat, tmp_path / "flat"))
     spatial = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=r"\[B, D\]"):
-        cli.load_embedding_model(_export(spatial, tmp_path / "spatial"))
+        saved_models.load_embedding_model(_export(spatial, tmp_path / "spatial"))
 
 
 def test_evaluate_embeddings_with_injected_batches(tmp_path):
     """The embedding + metric path without data_pipelines: 2 models -> folds, 128D, 512D."""
     paths = [_export(_digit_model(s), tmp_path / f"m{s}") for s in (1, 2)]
-    loaded = [cli.load_embedding_model(p) for p in paths]
+    loaded = [saved_models.load_embedding_model(p) for p in paths]
     fns = [m.serve for m in loaded]
     rng = np.random.default_rng(0)
     images = rng.random((30, 8, 16, 1)).astype(np.float32)
     labels = np.tile(np.arange(10), 3)
     batches = [(images[i : i + 8], labels[i : i + 8]) for i in range(0, 30, 8)]
-    per_model, got_labels = cli.embed_batches(fns, batches)
+    per_model, got_labels = saved_models.embed_batches(fns, batches)
     np.testing.assert_array_equal(got_labels, labels)
     for fn, emb in zip(fns, per_model):
         np.testing.assert_allclose(emb, np.asarray(fn(images)), rtol=1e-5, atol=1e-6)
-    rows = cli.evaluate_embeddings(per_model, got_labels, query_count=10)
+    rows = saved_models.evaluate_embeddings(per_model, got_labels, query_count=10)
     expected = ensemble_metrics(
         [e[:10] for e in per_model], labels[:10], [e[10:] for e in per_model], labels[10:]
     )
@@ -100,7 +102,6 @@ def test_evaluate_embeddings_with_injected_batches(tmp_path):
 
 def test_evaluate_main_on_digit_pairs(tmp_path, capsys):
     """End to end through data_pipelines (offline `digit_pairs`, 50 test classes × 60 images)."""
-    data_pipelines = pytest.importorskip("data_pipelines")
     meta = {
         "dataset": "digit_pairs",
         "preprocessing": "digits",
@@ -117,8 +118,8 @@ def test_evaluate_main_on_digit_pairs(tmp_path, capsys):
     assert saved["test_query_count"] is None
     data = data_pipelines.load("digit_pairs")
     pre = data_pipelines.preprocessing.get("digits")
-    loaded = cli.load_embedding_model(path)
-    emb, labels = cli.embed_batches(
+    loaded = saved_models.load_embedding_model(path)
+    emb, labels = saved_models.embed_batches(
         [loaded.serve], data_pipelines.samplers.eval_batches(data.test, pre)
     )
     expected = retrieval_metrics(emb[0], labels, ks=(1, 2))
@@ -135,7 +136,6 @@ def test_evaluate_main_on_digit_pairs(tmp_path, capsys):
 
 
 def test_evaluate_main_rejects_mismatched_image_shape(tmp_path):
-    pytest.importorskip("data_pipelines")
     model = keras.Sequential(
         [keras.Input((9, 9, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
     )

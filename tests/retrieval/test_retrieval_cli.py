@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ccpdml import cli
-from ccpdml.evaluation.retrieval import ball_normalize_np
+from ccpdml.evaluation.normalize import ball_normalize_np
 from ccpdml.retrieval import ExportedEmbedder, RetrievalIndex
 from ccpdml.train.export import export_saved_model
 

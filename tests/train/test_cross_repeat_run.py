@@ -14,12 +14,12 @@ import pytest
 from cross_repeat_reference import KEYS, check_against_reference, reference
 
 import data_pipelines
+from ccpdml.atomic import atomic_save_npy, atomic_write_json
 from ccpdml.config import load_config
 from ccpdml.evaluation import retrieval_metrics
 from ccpdml.models import build_embedding_model
 from ccpdml.report import report_main
 from ccpdml.train import train_and_evaluate
-from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIM = 4

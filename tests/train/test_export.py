@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import data_pipelines
-from ccpdml.train.export import METADATA_FILE, export_saved_model
+from ccpdml.export_metadata import METADATA_FILE
+from ccpdml.train.export import export_saved_model
 
 
 def _encode(pixels, fmt):

@@ -6,6 +6,7 @@ import pytest
 from ccpdml.train import plots
 from data_pipelines.dataset import Split
 
+# matplotlib is optional (setup.py extra "plots"); the library skips plots without it.
 pytest.importorskip("matplotlib")
 
 
