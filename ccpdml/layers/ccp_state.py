@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ccpdml.layers.pass_through import EmbeddingStateLayer
+from ccpdml.layers.embedding_state import EmbeddingStateLayer
 from ccpdml.layers.proxy_bank import ProxyBank
 
 # `best` before any round: the largest finite float64, so every first value improves on it. Finite

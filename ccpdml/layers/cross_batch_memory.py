@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ccpdml.layers.pass_through import EmbeddingStateLayer
+from ccpdml.layers.embedding_state import EmbeddingStateLayer
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")

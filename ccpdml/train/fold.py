@@ -14,24 +14,21 @@ import time
 
 import keras
 
-import data_pipelines
 from ccpdml.atomic import atomic_save_npy, atomic_write_json
 from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import check_workers_resume_together, fit_multi_worker
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
-from ccpdml.train.evaluate import export_metadata, split_metrics
+from ccpdml.train.console import log
 from ccpdml.train.export import export_saved_model
 from ccpdml.train.faults import fault_callbacks, fault_point
+from ccpdml.train.fold_data import FoldStreams, fold_splits, run_folds
 from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
 from ccpdml.train.progress import RunProgress
+from ccpdml.train.run_exports import export_metadata
+from ccpdml.train.run_metrics import split_metrics
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
-
-
-def log(message: str) -> None:
-    """Progress line on stdout, flushed (the trainer's only output besides Keras' own)."""
-    print(f"[ccpdml] {message}", flush=True)
 
 
 def _freeze_backbone(embedder: keras.Model, frozen: bool, freeze_bn: bool) -> None:
@@ -51,49 +48,6 @@ def _fit(distribute_cfg, model, dataset, **kwargs) -> None:
     else:
         # The samplers already define the order; shuffle=False only silences Keras' warning.
         model.fit(dataset, shuffle=False, **kwargs)
-
-
-def _splits(data, data_cfg, fold, num_replicas):
-    """(train split, validation split or None, global batch) of `fold`; checks the batch."""
-    if data_cfg.num_folds > 1:
-        train, val = data_pipelines.folds.mlrc_fold(data.train, fold, data_cfg.num_folds)
-    else:
-        train, val = data_pipelines.folds.full_train(data.train), None
-    global_batch = data_cfg.classes_per_batch * data_cfg.samples_per_class
-    if global_batch % num_replicas:
-        raise ValueError(
-            f"the global batch ({data_cfg.classes_per_batch} classes x {data_cfg.samples_per_class} "
-            f"samples = {global_batch}) must be divisible by the {num_replicas} "
-            "replicas of the distribution strategy; change data.classes_per_batch"
-        )
-    return train, val, global_batch
-
-
-class _Streams:
-    """The fold's two samplers, each restartable at a batch index (for resumed runs)."""
-
-    def __init__(self, split, data_cfg, preprocess, seed):
-        self.split, self.data_cfg, self.preprocess, self.seed = split, data_cfg, preprocess, seed
-
-    def train(self, start_batch):
-        cfg = self.data_cfg
-        return data_pipelines.samplers.m_per_class(
-            self.split,
-            cfg.classes_per_batch,
-            cfg.samples_per_class,
-            self.preprocess,
-            seed=self.seed,
-            start_batch=start_batch,
-        )
-
-    def candidates(self, start_batch):
-        return data_pipelines.samplers.one_per_class(
-            self.split,
-            self.preprocess,
-            batch_size=self.data_cfg.candidate_batch_size,
-            seed=self.seed + 7,
-            start_batch=start_batch,
-        )
 
 
 def _compile(config, built, strategy, optimizer, metrics) -> None:
@@ -212,13 +166,6 @@ def _finish(config, run, data, built, embed, repeat, fold, fold_dir, history) ->
     return test
 
 
-def run_folds(data_cfg) -> list[int]:
-    """The fold numbers a run trains, in order (one fold, 1, without cross-validation)."""
-    if data_cfg.num_folds <= 1:
-        return [1]
-    return list(data_cfg.folds) if data_cfg.folds else list(range(1, data_cfg.num_folds + 1))
-
-
 def _progress(config, repeat, fold) -> RunProgress:
     """Progress of the main training of fold `fold` of repeat `repeat` within the whole run."""
     data_cfg, train_cfg = config.data, config.training
@@ -243,7 +190,7 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
         preprocess: the data preprocessing callable.
         strategy: the `tf.distribute` strategy.
         repeat, fold: the repeat index (from 0) and the fold number (from 1).
-        embed: the `Embedder` for validation and test embeddings.
+        embed: the `EvalBatcher` for validation and test embeddings.
 
     Returns:
         dict with repeat, fold, train_classes, best_validation, validation_rounds,
@@ -254,16 +201,16 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
     seed = int(config.seed) + 1000 * repeat + fold
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
-    train_split, val_split, global_batch = _splits(data, data_cfg, fold, replicas)
+    train_split, val_split, global_batch = fold_splits(data, data_cfg, fold, replicas)
     log(
         f"repeat {repeat} fold {fold}: {train_split.num_classes} training classes "
         f"({len(train_split.labels)} images), "
         f"{val_split.num_classes if val_split else 0} validation classes; global batch "
         f"{global_batch} = {replicas} replica(s) x {global_batch // replicas}"
     )
-    streams = _Streams(train_split, data_cfg, preprocess, seed)
+    streams = FoldStreams(train_split, data_cfg, preprocess, seed)
     train_ds = streams.train(0)
-    input_shape = tuple(train_ds.element_spec[0].shape[1:])
+    input_shape = preprocess.output_shape(train_split.image_shape)
 
     with strategy.scope():
         built = build_model(

@@ -22,10 +22,12 @@ from ccpdml.train.checks import (
     check_weights_file,
     explain_data_error,
 )
-from ccpdml.train.evaluate import Embedder, evaluate_test, test_summary
+from ccpdml.train.console import log
+from ccpdml.train.eval_batcher import EvalBatcher
 from ccpdml.train.faults import fault_point
-from ccpdml.train.fold import log, train_fold
-from ccpdml.train.fold import run_folds as _folds
+from ccpdml.train.fold import train_fold
+from ccpdml.train.fold_data import run_folds as _folds
+from ccpdml.train.run_metrics import evaluate_test, test_summary
 from ccpdml.train.rundir import RunDirectory
 from ccpdml.train.strategy import make_strategy
 
@@ -67,7 +69,7 @@ def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
         preprocess = data_pipelines.preprocessing.get(
             config.data.preprocessing, config.data.image_size
         )
-        embed = Embedder(preprocess, config.data.eval_batch_size)
+        embed = EvalBatcher(preprocess, config.data.eval_batch_size)
         log(
             f"experiment {config.name}: dataset {config.data.name} ({data.train.num_classes} train / "
             f"{data.test.num_classes} test classes), loss {config.loss.name}"
@@ -94,8 +96,7 @@ def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
                         raise
                     raise clear from exc
                 results.append(result)
-        test_batches = data_pipelines.samplers.eval_batches(data.test, preprocess, 1, cache=False)
-        input_shape = tuple(test_batches.element_spec[0].shape[1:])
+        input_shape = preprocess.output_shape(data.test.image_shape)
         test = evaluate_test(config, run, data, results, input_shape, log)
         fault_point("ensemble")
         metrics = {

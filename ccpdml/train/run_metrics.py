@@ -1,4 +1,8 @@
-"""Test-split evaluation of a run: the original's cross-repeat protocol (§4.10) and the ensemble export."""
+"""The test part of a run's `metrics.json`: the original's cross-repeat protocol (METHOD §4.10).
+
+With several folds, `evaluate_test` also exports the first repeat's ensemble
+(`ccpdml.train.run_exports`).
+"""
 
 from __future__ import annotations
 
@@ -7,47 +11,14 @@ import time
 
 import numpy as np
 
-import data_pipelines
 from ccpdml.evaluation import concat_embeddings, retrieval_metrics
 from ccpdml.evaluation.cross_repeat import MAX_COMBINATIONS, cross_repeat_metrics, mean_metrics
-from ccpdml.models import build_embedding_model
-from ccpdml.train.export import ensemble_model, export_saved_model
-
-
-def export_metadata(config, **fields) -> dict:
-    """`ccpdml_export.json` contents: how `python -m ccpdml evaluate` feeds an exported model."""
-    data = config.data
-    source = {}
-    if data.loader_options():  # your own images: where they are and how classes were split
-        source = {"data_dir": os.path.abspath(data.data_dir), "test_fraction": data.test_fraction}
-        source["split_seed"] = data.split_seed
-    return {
-        "dataset": data.name,
-        "preprocessing": data.preprocessing,
-        "image_size": data.image_size,
-        **source,
-        **fields,
-    }
-
-
-class Embedder:
-    """Embeds a Split with the eval preprocessing, in batches."""
-
-    def __init__(self, preprocess, batch_size):
-        self.preprocess = preprocess
-        self.batch_size = batch_size
-
-    def dataset(self, split):
-        return data_pipelines.samplers.eval_batches(split, self.preprocess, self.batch_size)
-
-    def __call__(self, model, split) -> np.ndarray:
-        ds = self.dataset(split).map(lambda x, y: x)
-        # verbose=1: a progress bar with the number of batches (a split can take minutes).
-        return np.asarray(model.predict(ds, verbose=1), dtype=np.float32)
+from ccpdml.train.console import log as _log
+from ccpdml.train.run_exports import export_ensemble
 
 
 def _query_progress(done, total) -> None:
-    print(f"[ccpdml] retrieval metrics: {done}/{total} queries", flush=True)
+    _log(f"retrieval metrics: {done}/{total} queries")
 
 
 def split_metrics(embeddings, data, eval_cfg) -> dict:
@@ -145,7 +116,7 @@ def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
         metrics["test_repeat_ensembles"] = _repeat_ensembles(
             config, data, folds, repeats, embeddings, combos
         )
-        _export_ensemble(config, run, folds, repeats[0], input_shape)
+        export_ensemble(config, run, folds, repeats[0], input_shape)
     return metrics
 
 
@@ -163,35 +134,6 @@ def _repeat_ensembles(config, data, folds, repeats, embeddings, combos) -> list[
             )
         out.append({"repeat": repeat, "folds": folds, "test": test})
     return out
-
-
-def _export_ensemble(config, run, folds, repeat, input_shape) -> None:
-    """One SavedModel: images -> the concatenated embedding of `repeat`'s fold models."""
-    embedders = []
-    for fold in folds:
-        emb = build_embedding_model(
-            config.model.backbone,
-            input_shape=input_shape,
-            embedding_dim=config.model.embedding_dim,
-            pooling=config.model.pooling,
-            weights=None,
-            freeze_bn=config.model.freeze_bn,
-            name=f"fold_{fold}",
-        )
-        emb.load_weights(os.path.join(run.fold_dir(repeat, fold), "embedder.weights.h5"))
-        embedders.append(emb)
-    export_saved_model(
-        ensemble_model(embedders, input_shape),
-        run.file("export", "ensemble"),
-        export_metadata(
-            config,
-            embedding_dim=config.model.embedding_dim * len(embedders),
-            fold=None,
-            folds=folds,
-            repeat=repeat,
-            ensemble_members=len(embedders),
-        ),
-    )
 
 
 HEADLINE_KEYS = (("precision_at_1", "P@1"), ("r_precision", "P@R"), ("map_at_r", "MAP@R"))
