@@ -59,7 +59,7 @@ def _pass_rounds(classes, m, rng, shuffle_classes):
     return draws
 
 
-def _m_per_class_batch_rows(classes, k, m, seed):
+def _m_per_class_rows(classes, k, m, seed):
     """Infinite generator of (row indices [k·m], draw seed) in [c1s1, …, cks1, c1s2, …] order."""
     rng = np.random.default_rng(seed)
     pending = np.zeros((0, m), np.int64)  # class groups carried over pass boundaries
@@ -72,7 +72,7 @@ def _m_per_class_batch_rows(classes, k, m, seed):
         pending = pending[usable:]
 
 
-def _one_per_class_chunk_rows(classes, batch_size, seed):
+def _one_per_class_rows(classes, batch_size, seed):
     """Infinite generator of (row indices [≤batch_size], draw seed): classes 0..C-1 per round."""
     rng = np.random.default_rng(seed)
     while True:
@@ -130,7 +130,7 @@ def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=No
     batch = classes_per_batch * samples_per_class
 
     def generator(seed_arg, start_arg):
-        gen = _m_per_class_batch_rows(classes, classes_per_batch, samples_per_class, _np_seed(seed_arg))
+        gen = _m_per_class_rows(classes, classes_per_batch, samples_per_class, _np_seed(seed_arg))
         return itertools.islice(gen, int(start_arg), None)
 
     def load(index, aug_seed, _):
@@ -162,7 +162,7 @@ def one_per_class(split, preprocess, batch_size=128, seed=None, start_batch=0):
     classes = _class_queues(split)
 
     def generator(seed_arg, start_arg):
-        gen = _one_per_class_chunk_rows(classes, batch_size, _np_seed(seed_arg))
+        gen = _one_per_class_rows(classes, batch_size, _np_seed(seed_arg))
         return itertools.islice(gen, int(start_arg), None)
 
     def load(index, aug_seed, chunk_len):
