@@ -12,14 +12,14 @@ import os
 
 import numpy as np
 import pytest
+from tiny_runs import experiment
 
 import data_pipelines
 from ccpdml import cli
 from data_pipelines.dataset import DMLData, Split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CCP_CONFIG = os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml")
-PLAIN_CONFIG = os.path.join(ROOT, "experiments", "digits_contrastive.yaml")
+CCP_CONFIG = experiment("digits_ccp_contrastive")
+PLAIN_CONFIG = experiment("digits_contrastive")
 EARLIER = {
     "metrics.json": '{"earlier": "metrics"}',
     os.path.join("folds", "r0_f9", "result.json"): '{"earlier": "fold"}',

@@ -16,11 +16,10 @@ import os
 import numpy as np
 import pytest
 from fake_benchmarks import FAKE_IMAGES_PER_CLASS, FAKE_TEST_CLASSES, prepare_fake_benchmark
+from tiny_runs import experiment_config
 
-from ccpdml.config import load_config
 from ccpdml.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
     "model.backbone=small_cnn",
     "data.image_size=32",
@@ -37,9 +36,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def cub_run(tmp_path_factory):
     data_dir = prepare_fake_benchmark("cub200", tmp_path_factory)
-    config = load_config(
-        os.path.join(ROOT, "experiments", "cub_c2_ccp.yaml"), [f"data.data_dir={data_dir}", *TINY]
-    )
+    config = experiment_config("cub_c2_ccp", [f"data.data_dir={data_dir}", *TINY])
     workdir = str(tmp_path_factory.mktemp("runs") / "cub_c2_ccp")
     metrics = train_and_evaluate(config, workdir)
     return config, workdir, metrics

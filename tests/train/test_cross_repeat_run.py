@@ -12,16 +12,15 @@ import os
 import numpy as np
 import pytest
 from cross_repeat_reference import KEYS, check_against_reference, reference
+from tiny_runs import experiment_config
 
 import data_pipelines
 from ccpdml.atomic import atomic_save_npy, atomic_write_json
-from ccpdml.config import load_config
 from ccpdml.evaluation import retrieval_metrics
 from ccpdml.models import build_embedding_model
 from ccpdml.report import report_main
 from ccpdml.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIM = 4
 
 
@@ -64,8 +63,8 @@ def _finished_folds(workdir, labels, repeats=3, folds=4):
 
 @pytest.mark.slow
 def test_81_combinations_in_metrics_json_and_report(tmp_path, capsys):
-    config = load_config(
-        os.path.join(ROOT, "experiments", "digits_contrastive.yaml"),
+    config = experiment_config(
+        "digits_contrastive",
         ["repeats=3", f"model.embedding_dim={DIM}"],
     )
     labels = data_pipelines.load("digit_pairs", None).test.labels
@@ -110,8 +109,8 @@ def test_81_combinations_in_metrics_json_and_report(tmp_path, capsys):
 def test_single_fold_run_says_single_model_and_exports_no_ensemble(tmp_path, capsys):
     """One fold (the conventional protocol), 2 repeats: no concatenation, no one-member ensemble
     export, one headline line, and no 512D cells in the report."""
-    config = load_config(
-        os.path.join(ROOT, "experiments", "digits_contrastive.yaml"),
+    config = experiment_config(
+        "digits_contrastive",
         ["repeats=2", "data.num_folds=1", f"model.embedding_dim={DIM}"],
     )
     labels = data_pipelines.load("digit_pairs", None).test.labels

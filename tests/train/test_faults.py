@@ -17,11 +17,10 @@ import os
 
 import pytest
 from run_processes import FOLD, KILLED, assert_same_run, finish, start, without_timing
+from tiny_runs import TINY_DIGITS
 
 TINY = [
-    "repeats=1",
-    "data.folds=[1]",
-    "model.embedding_dim=8",
+    *TINY_DIGITS,
     "training.validate_every=4",
     "training.max_validations=6",
     "training.patience=10",

@@ -34,16 +34,16 @@ import os
 import numpy as np
 import pytest
 from fake_benchmarks import FAKE_TRAIN_CLASSES, prepare_fake_benchmarks
+from tiny_runs import experiment
 
 import data_pipelines
 from ccpdml.config import config_to_dict, load_config
 from ccpdml.train.build import build_model, build_optimizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAPER_CONFIGS = sorted(
     os.path.basename(p)[: -len(".yaml")]
     for prefix in ("cub", "cars", "sop", "inshop")
-    for p in glob.glob(os.path.join(ROOT, "experiments", f"{prefix}_*.yaml"))
+    for p in glob.glob(experiment(f"{prefix}_*"))
 )
 BN_INCEPTION_CONFIGS = ("cub_c2_ccp", "cars_proxy_anchor", "sop_c1_xbm", "inshop_softtriple")
 IMAGE_SIZE = 32
@@ -145,7 +145,7 @@ def _check_loss_matches_config(built, loss_cfg):
 def test_paper_config_builds_and_computes_a_finite_loss(
     name, fake_data, fake_data_dir, first_batches
 ):
-    path = os.path.join(ROOT, "experiments", f"{name}.yaml")
+    path = experiment(name)
     as_written = load_config(path)
     cfg = load_config(path, _overrides(name, fake_data_dir))
 

@@ -9,13 +9,13 @@ import os
 
 import numpy as np
 import pytest
+from tiny_runs import experiment
 
 import data_pipelines
 import data_pipelines.dataset
 from data_pipelines import samplers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml")
+CONFIG = experiment("digits_ccp_contrastive")
 
 
 @pytest.mark.slow

@@ -9,11 +9,10 @@ import os
 
 import numpy as np
 import pytest
+from tiny_runs import experiment_config
 
-from ccpdml.config import load_config
 from ccpdml.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
     "repeats=1",
     "data.folds=[1, 2]",
@@ -30,7 +29,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("runs") / "digits_tiny")
-    config = load_config(os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml"), TINY)
+    config = experiment_config("digits_ccp_contrastive", TINY)
     metrics = train_and_evaluate(config, workdir)
     return config, workdir, metrics
 
@@ -114,8 +113,8 @@ def test_finished_folds_are_not_retrained(tiny_run, capsys):
 @pytest.mark.slow
 def test_changed_config_is_refused(tiny_run):
     config, workdir, _ = tiny_run
-    changed = load_config(
-        os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml"),
+    changed = experiment_config(
+        "digits_ccp_contrastive",
         TINY + ["training.patience=5"],
     )
     with pytest.raises(ValueError, match="different configuration"):

@@ -5,20 +5,15 @@
 warm-up (METHOD §4.7), the next one the main training.
 """
 
-import os
-
 import numpy as np
 import pytest
+from tiny_runs import TINY_DIGITS, experiment_config
 
-from ccpdml.config import load_config
 from ccpdml.train import fold as fold_module
 from ccpdml.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
-    "repeats=1",
-    "data.folds=[1]",
-    "model.embedding_dim=8",
+    *TINY_DIGITS,
     "training.validate_every=2",
     "training.max_validations=1",
 ]
@@ -45,8 +40,8 @@ def _changed(before, after, paths):
 @pytest.mark.slow
 def test_warm_up_trains_head_and_proxies_with_the_backbone_frozen(tmp_path, monkeypatch):
     calls = _record_fits(monkeypatch)
-    config = load_config(
-        os.path.join(ROOT, "experiments", "digits_contrastive.yaml"),
+    config = experiment_config(
+        "digits_contrastive",
         [
             *TINY,
             "loss.name=proxy_anchor",
@@ -86,9 +81,7 @@ def test_one_device_and_mirrored_training_give_the_same_weights(tmp_path, monkey
         overrides = [*TINY, "model.freeze_bn=true", f"distribute.strategy={strategy}"]
         if strategy == "mirrored":
             overrides.append('distribute.devices=["/cpu:0", "/cpu:1"]')
-        config = load_config(
-            os.path.join(ROOT, "experiments", "digits_contrastive.yaml"), overrides
-        )
+        config = experiment_config("digits_contrastive", overrides)
         metrics = train_and_evaluate(config, str(tmp_path / strategy))
         assert len(calls) == 1
         results[strategy] = (metrics["folds"][0]["history"], calls[0])

@@ -2,21 +2,17 @@
 only the embedding head and the proxies, then the whole network with x100 proxy learning rate
 (METHOD §4.1, §4.7), here with ProxyNCA++ on one digits fold."""
 
-import os
-
 import numpy as np
 import pytest
+from tiny_runs import experiment_config
 
-from ccpdml.config import load_config
 from ccpdml.train import train_and_evaluate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.slow
 def test_proxy_nca_with_warm_up_runs_end_to_end(tmp_path, capsys):
-    config = load_config(
-        os.path.join(ROOT, "experiments", "digits_contrastive.yaml"),
+    config = experiment_config(
+        "digits_contrastive",
         [
             "repeats=1",
             "data.folds=[1]",

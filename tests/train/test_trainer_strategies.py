@@ -9,20 +9,16 @@ test metrics.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_runs import TINY_DIGITS, experiment_config
 
-from ccpdml.config import load_config
 from ccpdml.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
-    "repeats=1",
-    "data.folds=[1]",
-    "model.embedding_dim=8",
+    *TINY_DIGITS,
     "training.validate_every=3",
     "training.max_validations=2",
     "loss.ccp.proxies_per_class=2",
@@ -39,9 +35,7 @@ def test_trainer_runs_under_strategy(strategy, replicas, tmp_path, capsys):
     overrides = TINY + [f"distribute.strategy={strategy}"]
     if strategy == "mirrored":
         overrides.append('distribute.devices=["/cpu:0", "/cpu:1"]')
-    config = load_config(
-        os.path.join(ROOT, "experiments", "digits_ccp_contrastive.yaml"), overrides
-    )
+    config = experiment_config("digits_ccp_contrastive", overrides)
     workdir = tmp_path / strategy
     metrics = train_and_evaluate(config, str(workdir))
     out = capsys.readouterr().out
