@@ -15,10 +15,16 @@ REPO = os.path.dirname(BENCH)
 RESULT_PREFIX = "RESULT "
 
 
-def argument_parser(doc):
-    """ArgumentParser described by the first line of `doc`, with `--json OUT`."""
+def argument_parser(doc, **options):
+    """ArgumentParser described by the first line of `doc`, with `--json OUT`.
+
+    Each keyword adds an option `--name-with-dashes` with that default, typed like the default
+    (e.g. `argument_parser(__doc__, dim=128, flag_mb=1024.0)`).
+    """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    for name, default in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     return parser
 
 

@@ -100,12 +100,8 @@ def _run(name, args):
 
 
 def main(argv=None):
-    parser = argument_parser(__doc__)
-    parser.add_argument("--classes", type=int, default=11318)
+    parser = argument_parser(__doc__, classes=11318, dim=128, repeats=5, flag_mb=1024.0)
     parser.add_argument("--k", type=int, default=4, help="proxies per class")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--flag-mb", type=float, default=1024.0)
     parser.add_argument("--losses", default=",".join(PROXY_LOSSES))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

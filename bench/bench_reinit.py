@@ -95,14 +95,16 @@ def bench_embedding(backbone, size, repeats, pool_images):
 
 
 def main(argv=None):
-    parser = argument_parser(__doc__)
-    parser.add_argument("--classes", type=int, default=11318)
-    parser.add_argument("--pool-size", type=int, default=7)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--embed-repeats", type=int, default=3)
-    parser.add_argument("--backbones", default="small_cnn:32,bn_inception:96")
+    parser = argument_parser(
+        __doc__,
+        classes=11318,
+        pool_size=7,
+        k=4,
+        dim=128,
+        repeats=5,
+        embed_repeats=3,
+        backbones="small_cnn:32,bn_inception:96",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
 

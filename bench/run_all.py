@@ -338,21 +338,21 @@ def figures(jobs):
             )
         )
         for e in res["embedding"].values():
+            what = f"candidate-pool embedding, {e['backbone']} {e['input_size']}px"
+            speed = (
+                f"{e['embed_eager_images_per_s']:.0f} img/s eager "
+                f"(×{e['embed_eager_over_train']:.2f} of training), "
+                f"{e['embed_compiled_images_per_s']:.0f} img/s compiled "
+                f"(×{e['embed_compiled_over_train']:.2f})"
+            )
+            pool = (
+                f"training {e['train_images_per_s']:.0f} img/s; one SOP pool "
+                f"({e['sop_pool_images']:,} images) ≈ {e['sop_pool_embed_s_eager']:.0f} s "
+                f"eager / {e['sop_pool_embed_s_compiled']:.0f} s compiled"
+            )
+            batch = f"batch {e['embed_batch']}"
             rows.append(
-                _row(
-                    3,
-                    f"candidate-pool embedding, {e['backbone']} {e['input_size']}px, batch "
-                    f"{e['embed_batch']}",
-                    f"{e['embed_eager_images_per_s']:.0f} img/s eager "
-                    f"(×{e['embed_eager_over_train']:.2f} of training), "
-                    f"{e['embed_compiled_images_per_s']:.0f} img/s compiled "
-                    f"(×{e['embed_compiled_over_train']:.2f})",
-                    "report vs training images/s",
-                    None,
-                    f"training {e['train_images_per_s']:.0f} img/s; one SOP pool "
-                    f"({e['sop_pool_images']:,} images) ≈ {e['sop_pool_embed_s_eager']:.0f} s "
-                    f"eager / {e['sop_pool_embed_s_compiled']:.0f} s compiled",
-                )
+                _row(3, f"{what}, {batch}", speed, "report vs training images/s", None, pool)
             )
     else:
         rows.append(_absent(jobs, "reinit", 3, "re-initialisation cost"))

@@ -6,13 +6,14 @@ Every failure a user can cause ends in a short message on stderr and a non-zero 
 (`ccpdml.cli_errors`); `--debug` (anywhere on the line) shows the traceback instead.
 
 To add a sub-command, add a `Command` to `COMMANDS` whose `run(argv) -> int` imports its module
-inside the function (keeps `--help` free of TensorFlow).
+inside the function, or `_entry_point("module:function")` (keeps `--help` free of TensorFlow).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -74,59 +75,46 @@ def _report(argv: list[str]) -> int:
     return report_main(args.runs, args.output)
 
 
-def _evaluate(argv: list[str]) -> int:
-    from ccpdml.evaluation.cli import evaluate_main
+def _entry_point(target: str) -> Callable[[list[str]], int]:
+    """`run` of a command implemented by `"package.module:function(argv)"`, imported only when the
+    command runs (like setuptools' console_scripts), so `--help` stays free of TensorFlow."""
+    module, function = target.split(":")
 
-    return evaluate_main(argv) or 0
+    def run(argv: list[str]) -> int:
+        return getattr(importlib.import_module(module), function)(argv) or 0
 
-
-def _metrics(argv: list[str]) -> int:
-    from ccpdml.evaluation.cli import metrics_main
-
-    return metrics_main(argv) or 0
-
-
-def _prepare(argv: list[str]) -> int:
-    from data_pipelines.builders.cli import prepare_main
-
-    return prepare_main(argv) or 0
-
-
-def _convert(argv: list[str]) -> int:
-    from ccpdml.models.convert_bninception import convert_main
-
-    return convert_main(argv) or 0
-
-
-def _index(argv: list[str]) -> int:
-    from ccpdml.retrieval.cli import index_main
-
-    return index_main(argv) or 0
-
-
-def _search(argv: list[str]) -> int:
-    from ccpdml.retrieval.cli import search_main
-
-    return search_main(argv) or 0
+    return run
 
 
 COMMANDS = {
     "train": Command(
         _train, "train an experiment (all MLRC folds), evaluate it and export SavedModels"
     ),
-    "evaluate": Command(_evaluate, "evaluate exported SavedModel(s) on a dataset's test split"),
-    "metrics": Command(_metrics, "retrieval metrics of embeddings stored as .npy files"),
+    "evaluate": Command(
+        _entry_point("ccpdml.evaluation.cli:evaluate_main"),
+        "evaluate exported SavedModel(s) on a dataset's test split",
+    ),
+    "metrics": Command(
+        _entry_point("ccpdml.evaluation.cli:metrics_main"),
+        "retrieval metrics of embeddings stored as .npy files",
+    ),
     "prepare": Command(
-        _prepare, "prepare a benchmark dataset from manually downloaded files (TFDS)"
+        _entry_point("data_pipelines.builders.cli:prepare_main"),
+        "prepare a benchmark dataset from manually downloaded files (TFDS)",
     ),
     "report": Command(_report, "markdown table of all runs next to the paper's numbers"),
     "convert-bninception": Command(
-        _convert, "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights"
+        _entry_point("ccpdml.models.convert_bninception:convert_main"),
+        "convert the PyTorch BN-Inception ImageNet checkpoint to Keras weights",
     ),
     "index": Command(
-        _index, "build a retrieval index of a gallery, or export it as a bytes -> neighbours model"
+        _entry_point("ccpdml.retrieval.cli:index_main"),
+        "build a retrieval index of a gallery, or export it as a bytes -> neighbours model",
     ),
-    "search": Command(_search, "nearest gallery items of query images (JSON / CSV)"),
+    "search": Command(
+        _entry_point("ccpdml.retrieval.cli:search_main"),
+        "nearest gallery items of query images (JSON / CSV)",
+    ),
 }
 
 
