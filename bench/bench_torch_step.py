@@ -179,7 +179,9 @@ def run(args):
         out[f"{key}_s_median"] = statistics.median(values)
         out[f"{key}_s_all"] = values
     for what in ("step", "forward"):
-        ratios = [a / b for a, b in zip(times[f"ccpdml_{what}"], times[f"pytorch_{what}"])]
+        ratios = [
+            a / b for a, b in zip(times[f"ccpdml_{what}"], times[f"pytorch_{what}"], strict=True)
+        ]
         out[f"ratio_{what}"] = statistics.median(ratios)
         out[f"ratio_{what}_all"] = ratios
     back = {

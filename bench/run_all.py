@@ -116,7 +116,7 @@ def median_merge(values):
     if isinstance(first, dict):
         return {k: median_merge([v[k] for v in values if k in v]) for k in first}
     if isinstance(first, list) and all(len(v) == len(first) for v in values):
-        return [median_merge(list(items)) for items in zip(*values)]
+        return [median_merge(list(items)) for items in zip(*values, strict=True)]
     return first
 
 

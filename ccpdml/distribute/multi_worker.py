@@ -68,7 +68,7 @@ def _train_function(model, strategy):
                 loss = loss + scale_for_replicas(ops.cast(ops.sum(model.losses), "float32"))
         variables = model.trainable_variables
         gradients = tape.gradient(loss, variables)
-        model.optimizer.apply_gradients(zip(gradients, variables))
+        model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return loss
 
     @tf.function
@@ -106,7 +106,7 @@ def _broadcast_function(model, strategy):
         if not variables or strategy.num_replicas_in_sync == 1:
             return
         values = reduced()
-        for v, value in zip(variables, values):
+        for v, value in zip(variables, values, strict=True):
             v.assign(strategy.experimental_local_results(value)[0])
 
     return broadcast

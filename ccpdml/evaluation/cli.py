@@ -167,7 +167,7 @@ def evaluate_main(argv=None):
     preprocess = data_pipelines.preprocessing.get(name, resolved["image_size"])
     batches = data_pipelines.samplers.eval_batches(data.test, preprocess, args.batch_size)
     image_shape = batches.element_spec[0].shape[1:]
-    for path, fn in zip(args.model, endpoints):
+    for path, fn in zip(args.model, endpoints, strict=True):
         expected = fn.input_signature[0].shape[1:]
         if not expected.is_compatible_with(image_shape):
             raise ValueError(
@@ -199,7 +199,7 @@ def evaluate_main(argv=None):
         (f"fold_{i + 1}: " if len(per_model) > 1 else "") + describe_model(meta, emb.shape[1]): (
             rows[f"fold_{i + 1}"] if len(per_model) > 1 else rows["model"]
         )
-        for i, (meta, emb) in enumerate(zip(metas, per_model))
+        for i, (meta, emb) in enumerate(zip(metas, per_model, strict=True))
     }
     if len(per_model) > 1:
         mean_name = f"folds_mean ({dims.pop()}D)" if len(dims) == 1 else "folds_mean"

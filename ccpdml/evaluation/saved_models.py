@@ -69,7 +69,7 @@ def embed_batches(endpoints, batches):
     outputs = [[] for _ in endpoints]
     labels = []
     for images, batch_labels in batches:
-        for out, fn in zip(outputs, endpoints):
+        for out, fn in zip(outputs, endpoints, strict=True):
             out.append(np.asarray(fn(images), dtype=np.float32))
         labels.append(np.asarray(batch_labels).reshape(-1))
     if not labels:
@@ -109,7 +109,7 @@ def describe_model(meta, dim):
 def check_one_model_per_fold(paths, metas):
     """Concatenating repeats of the same fold is not the MLRC ensemble: refuse it."""
     seen = {}
-    for path, meta in zip(paths, metas):
+    for path, meta in zip(paths, metas, strict=True):
         fold, repeat = meta.get("fold"), meta.get("repeat")
         if fold is None or repeat is None:
             continue

@@ -148,9 +148,11 @@ def test_schedule_anchor_lambda_and_proxies(lagged):
         prev_proxies, reinit = by_class, reinit + 1
     # anchor = snapshot of the current weights at the best (lag-shifted) epoch; no rollback
     for boundary, best_epoch in boundaries.items():
-        for a, w in zip(after.anchors[boundary + 1], before.weights[best_epoch + 1]):
+        for a, w in zip(after.anchors[boundary + 1], before.weights[best_epoch + 1], strict=True):
             np.testing.assert_array_equal(a, w)
-        for w_after, w_before in zip(after.weights[boundary + 1], before.weights[boundary + 1]):
+        for w_after, w_before in zip(
+            after.weights[boundary + 1], before.weights[boundary + 1], strict=True
+        ):
             np.testing.assert_array_equal(w_after, w_before)
     # the anchor really moved away from the bind-time copy
     assert not np.array_equal(after.anchors[-1][0], after.anchors[0][0])

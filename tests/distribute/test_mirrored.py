@@ -104,12 +104,12 @@ def test_mirrored_step_equals_single_device_on_global_batch(loss_name, optimizer
         tf.distribute.get_strategy(), loss_name, True, optimizer, steps
     )
     loss, weights, initial_m, replicas = _train(_mirrored(), loss_name, True, optimizer, steps)
-    for a, b in zip(initial, initial_m):
+    for a, b in zip(initial, initial_m, strict=True):
         np.testing.assert_array_equal(a, b)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
-    moved = max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial))
+    moved = max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial, strict=True))
     assert moved > 1e-3  # the step did something, so equality below is informative
-    for w, r in zip(weights, ref_w):
+    for w, r in zip(weights, ref_w, strict=True):
         np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)
     for per_replica in replicas:
         np.testing.assert_array_equal(per_replica[0], per_replica[1])
@@ -120,7 +120,7 @@ def test_without_cross_replica_pairs_the_step_differs():
     ref_loss, ref_w, _, _ = _train(tf.distribute.get_strategy(), "ccp", False, _sgd)
     loss, weights, _, _ = _train(_mirrored(), "ccp", False, _sgd)
     assert abs(loss - ref_loss) > 1e-3
-    assert max(np.max(np.abs(w - r)) for w, r in zip(weights, ref_w)) > 1e-4
+    assert max(np.max(np.abs(w - r)) for w, r in zip(weights, ref_w, strict=True)) > 1e-4
 
 
 def test_gather_and_its_gradient_under_mirrored():
@@ -227,13 +227,13 @@ def _train_xbm(strategy, cross_replica_pairs=True, memory_weight=1.0):
 def test_xbm_under_mirrored_equals_single_device():
     ref_loss, ref_w, initial, ref_mem, ref_ready, y = _train_xbm(tf.distribute.get_strategy())
     loss, weights, initial_m, mem, ready, _ = _train_xbm(_mirrored())
-    for a, b in zip(initial, initial_m):
+    for a, b in zip(initial, initial_m, strict=True):
         np.testing.assert_array_equal(a, b)
     assert ref_ready
     assert ready
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    assert max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial)) > 1e-3
-    for w, r in zip(weights, ref_w):
+    assert max(np.max(np.abs(w - w0)) for w, w0 in zip(ref_w, initial, strict=True)) > 1e-3
+    for w, r in zip(weights, ref_w, strict=True):
         np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)
     # Each replica holds the same memory: the last two GLOBAL batches (16 rows each, slot 0 =
     # step 3, slot 1 = step 4), and the counters advanced once per global step.
@@ -249,7 +249,7 @@ def test_xbm_under_mirrored_equals_single_device():
     # The memory term mattered: without it steps 1-2 are unchanged and steps 3-4 differ.
     no_memory = _train_xbm(tf.distribute.get_strategy(), memory_weight=0.0)[0]
     np.testing.assert_allclose(no_memory[:2], ref_loss[:2], rtol=1e-5)
-    assert all(abs(a - b) > 1e-3 for a, b in zip(no_memory[2:], ref_loss[2:]))
+    assert all(abs(a - b) > 1e-3 for a, b in zip(no_memory[2:], ref_loss[2:], strict=True))
 
 
 def test_xbm_without_cross_replica_pairs_still_enqueues_the_global_batch():

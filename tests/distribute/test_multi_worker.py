@@ -65,7 +65,7 @@ def test_loop_equals_model_fit_under_mirrored():
     history = fit_multi_worker(model, ds, steps_per_epoch=2, epochs=2, callbacks=[recorder])
     # model.fit logs the running mean of the step losses; so does the loop.
     np.testing.assert_allclose(history.history["loss"], reference, rtol=1e-5)
-    for w, e in zip(model.get_weights(), expected):
+    for w, e in zip(model.get_weights(), expected, strict=True):
         np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
     assert recorder.events[0] == "train_begin"
     assert recorder.events[-1] == "train_end"
@@ -103,7 +103,7 @@ def _cluster(workdirs, logs, faults=(None, None)):
     ports = [free_port() for _ in workdirs]
     return [
         start(w, TINY, log, fault=f, extra_env={"TF_CONFIG": tf_config(ports, i)})
-        for i, (w, log, f) in enumerate(zip(workdirs, logs, faults))
+        for i, (w, log, f) in enumerate(zip(workdirs, logs, faults, strict=True))
     ], ports
 
 
@@ -175,7 +175,7 @@ def test_killed_worker_ends_the_other_and_rerun_equals_uninterrupted_run(referen
         assert code == 0, out[-3000:]
         assert "resuming repeat 0 fold 1 from validation round 1" in out, out[-3000:]
     ref_dirs, _ = reference
-    for workdir, ref in zip(workdirs, ref_dirs):
+    for workdir, ref in zip(workdirs, ref_dirs, strict=True):
         assert_same_run(ref, workdir)
 
 

@@ -89,7 +89,7 @@ def test_evaluate_embeddings_with_injected_batches(tmp_path):
     batches = [(images[i : i + 8], labels[i : i + 8]) for i in range(0, 30, 8)]
     per_model, got_labels = saved_models.embed_batches(fns, batches)
     np.testing.assert_array_equal(got_labels, labels)
-    for fn, emb in zip(fns, per_model):
+    for fn, emb in zip(fns, per_model, strict=True):
         np.testing.assert_allclose(emb, np.asarray(fn(images)), rtol=1e-5, atol=1e-6)
     rows = saved_models.evaluate_embeddings(per_model, got_labels, query_count=10)
     expected = ensemble_metrics(

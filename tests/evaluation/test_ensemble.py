@@ -39,7 +39,7 @@ def test_ensemble_metrics_leave_one_out():
     centers = rng.standard_normal((12, 4))
     folds = [(centers[labels] + 1.2 * rng.standard_normal((48, 4))) for _ in range(3)]
     res = ensemble_metrics(folds, labels, ks=(1, 2))
-    for fold, got in zip(folds, res["folds"]):
+    for fold, got in zip(folds, res["folds"], strict=True):
         assert got == retrieval_metrics(fold, labels, ks=(1, 2))
     assert res["folds_mean"]["map_at_r"] == pytest.approx(
         np.mean([f["map_at_r"] for f in res["folds"]])

@@ -19,6 +19,6 @@ def test_small_cnn_embedding_model_trains_one_step():
     loss = model.train_on_batch(x, y)
     after = model.get_weights()
     assert np.isfinite(loss)
-    changed = [not np.allclose(a, b) for a, b in zip(before, after)]
+    changed = [not np.allclose(a, b) for a, b in zip(before, after, strict=True)]
     assert sum(changed) >= len(model.trainable_weights)  # every trainable moved (+ BN stats)
     assert model.output_shape == (None, 32)

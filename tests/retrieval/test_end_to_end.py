@@ -101,7 +101,9 @@ def test_folder_to_search_service(tmp_path, capsys):
     assert [r["query"] for r in found] == queries
     # Each query image is in the gallery: it is its own nearest neighbour.
     assert [r["neighbours"][0]["id"] for r in found] == queries
-    labels = {str(p): data.class_names[c] for p, c in zip(data.test.source, data.test.labels)}
+    labels = {
+        str(p): data.class_names[c] for p, c in zip(data.test.source, data.test.labels, strict=True)
+    }
     assert all(n["label"] == labels[n["id"]] for r in found for n in r["neighbours"])
 
     # bytes -> neighbours SavedModel, called by TensorFlow alone in a fresh process.
@@ -134,7 +136,7 @@ def test_table_with_query_gallery_flags_evaluates_like_inshop(tmp_path, capsys):
     rows = ["path,label,split,is_query,is_gallery"]
     for split, name in ((folder.train, "train"), (folder.test, "test")):
         seen = set()
-        for path, label in zip(split.source, split.labels):
+        for path, label in zip(split.source, split.labels, strict=True):
             cls = folder.class_names[label]
             flags = ",," if name == "train" else (",0,1" if cls in seen else ",1,0")
             seen.add(cls)

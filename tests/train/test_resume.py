@@ -50,14 +50,14 @@ def test_sampler_start_batch_continues_the_stream():
     prep = data_pipelines.preprocessing.get("digits", None)
     whole = _indices(samplers.m_per_class(split, 3, 2, prep, seed=4), 8)
     tail = _indices(samplers.m_per_class(split, 3, 2, prep, seed=4, start_batch=3), 5)
-    for x, y in zip(whole[3:], tail):
+    for x, y in zip(whole[3:], tail, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(whole[0], tail[0])
     chunks = [c.numpy() for c in samplers.one_per_class(split, prep, 5, seed=2).take(9)]
     later = [
         c.numpy() for c in samplers.one_per_class(split, prep, 5, seed=2, start_batch=4).take(5)
     ]
-    for x, y in zip(chunks[4:], later):
+    for x, y in zip(chunks[4:], later, strict=True):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="needs an int seed"):
         samplers.m_per_class(split, 3, 2, prep, seed=None, start_batch=1)
