@@ -10,21 +10,23 @@ from ccpdml.config.loader import (
     load_config,
     resolve_yaml,
 )
-from ccpdml.config.schema import (
-    DATASETS,
+from ccpdml.config.loss_section import (
     LOSS_NAMES,
     PROXY_LOSSES,
-    STRATEGIES,
     CCPConfig,
+    LossConfig,
+    XBMConfig,
+)
+from ccpdml.config.schema import (
+    DATASETS,
+    STRATEGIES,
     DataConfig,
     DistributeConfig,
     EvalConfig,
     ExperimentConfig,
-    LossConfig,
     ModelConfig,
     OptimizerConfig,
     TrainingConfig,
-    XBMConfig,
 )
 
 __all__ = [
