@@ -5,7 +5,7 @@ import time
 import keras
 import numpy as np
 
-from ccpdml.evaluation.retrieval import retrieval_metrics
+from ccpdml.evaluation.query_gallery import query_gallery_metrics
 
 
 def _to_numpy(value):
@@ -121,10 +121,7 @@ class RetrievalValidation(keras.callbacks.Callback):
         """Retrieval metrics of the current model on the validation set (unprefixed keys)."""
         emb, labels = self.embed()
         kwargs = {"ks": self.ks, "chunk_size": self.chunk_size}
-        if self.query_count is None:
-            return retrieval_metrics(emb, labels, **kwargs)
-        qc = self.query_count
-        return retrieval_metrics(emb[:qc], labels[:qc], emb[qc:], labels[qc:], **kwargs)
+        return query_gallery_metrics(emb, labels, self.query_count, **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.validate_every != 0:

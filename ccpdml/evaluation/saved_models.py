@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ccpdml.evaluation.ensemble import ensemble_metrics
-from ccpdml.evaluation.retrieval import retrieval_metrics
+from ccpdml.evaluation.query_gallery import query_gallery_metrics, split_rows
 
 
 def _first_line(exc, limit=200):
@@ -80,16 +80,12 @@ def embed_batches(endpoints, batches):
 def evaluate_embeddings(per_model, labels, query_count=None, **kwargs):
     """Metrics rows: one model -> {"model": m}; several -> {"fold_i": m, "folds_mean": m
     (the "128D" row), "concatenated": m (the "512D" row)} (METHOD §4.10)."""
-    if query_count is None:
-        q_emb, q_lab, r_emb, r_lab = per_model, labels, None, None
-    else:
-        q_emb = [e[:query_count] for e in per_model]
-        r_emb = [e[query_count:] for e in per_model]
-        q_lab, r_lab = labels[:query_count], labels[query_count:]
     if len(per_model) == 1:
-        ref = None if r_emb is None else r_emb[0]
-        return {"model": retrieval_metrics(q_emb[0], q_lab, ref, r_lab, **kwargs)}
-    result = ensemble_metrics(q_emb, q_lab, r_emb, r_lab, **kwargs)
+        return {"model": query_gallery_metrics(per_model[0], labels, query_count, **kwargs)}
+    q_lab, r_lab = split_rows(labels, query_count)
+    parts = [split_rows(e, query_count) for e in per_model]
+    r_emb = None if query_count is None else [r for _, r in parts]
+    result = ensemble_metrics([q for q, _ in parts], q_lab, r_emb, r_lab, **kwargs)
     rows = {f"fold_{i + 1}": m for i, m in enumerate(result["folds"])}
     rows["folds_mean"] = result["folds_mean"]
     rows["concatenated"] = result["concatenated"]

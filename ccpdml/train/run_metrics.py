@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from ccpdml.evaluation import concat_embeddings, retrieval_metrics
+from ccpdml.evaluation import concat_embeddings
 from ccpdml.evaluation.cross_repeat import MAX_COMBINATIONS, cross_repeat_metrics, mean_metrics
+from ccpdml.evaluation.query_gallery import query_gallery_metrics
 from ccpdml.train.console import log as _log
 from ccpdml.train.run_exports import export_ensemble
 
@@ -31,10 +32,7 @@ def split_metrics(embeddings, data, eval_cfg) -> dict:
         chunk_size=eval_cfg.chunk_size,
         progress=_query_progress,
     )
-    q = data.test_query_count
-    if q:
-        return retrieval_metrics(embeddings[:q], labels[:q], embeddings[q:], labels[q:], **kwargs)
-    return retrieval_metrics(embeddings, labels, **kwargs)
+    return query_gallery_metrics(embeddings, labels, data.test_query_count, **kwargs)
 
 
 def _grid(results) -> tuple[list[int], list[int], dict]:
