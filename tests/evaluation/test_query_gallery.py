@@ -9,7 +9,7 @@ from ccpdml.evaluation.query_gallery import query_gallery_metrics, split_rows
 
 def test_first_rows_query_the_rest_and_none_is_leave_one_out():
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 5)
+    labels = np.tile(np.arange(4), 5)  # every query class has gallery rows
     x = (rng.standard_normal((4, 3))[labels] + 0.3 * rng.standard_normal((20, 3))).astype("f4")
     got = query_gallery_metrics(x, labels, 6, ks=(1, 2))
     assert got == pytest.approx(retrieval_metrics(x[:6], labels[:6], x[6:], labels[6:], ks=(1, 2)))
