@@ -1,7 +1,7 @@
 """Training application: `train_and_evaluate(config, workdir)` and its run directory.
 
-`train_and_evaluate` is re-exported lazily, so that the TensorFlow-free helpers of this package
-(`ccpdml.train.rundir`: atomic writes) can be imported without TensorFlow's start-up.
+`train_and_evaluate` is re-exported lazily, so that the TensorFlow-free modules of this package
+(`ccpdml.train.rundir`: the run directory's lock and layout) import without TensorFlow's start-up.
 """
 
 __all__ = ["train_and_evaluate"]
