@@ -31,7 +31,7 @@ def test_metrics_main_leave_one_out_and_query_gallery(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "map_at_r" in printed
     assert f"{100 * expected['map_at_r']:.2f}" in printed
-    assert not list(out.parent.glob(".tmp_*"))  # atomic write leaves no temporary file
+    assert not list(out.parent.glob(".tmp-*"))  # atomic write leaves no temporary file
 
     np.save(tmp_path / "q.npy", x[:10] + 0.1)
     np.save(tmp_path / "ql.npy", y[:10])
