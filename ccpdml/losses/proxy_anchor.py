@@ -89,7 +89,7 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
         super().__init__(**kwargs)
         self.margin = float(margin)
         self.alpha = float(alpha)
-        self.set_bank(proxy_bank)
+        self.set_layer(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_anchor_loss(-matrix, pos_mask, neg_mask, self.margin, self.alpha)

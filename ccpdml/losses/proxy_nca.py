@@ -73,7 +73,7 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
         if float(temperature) <= 0:
             raise ValueError(f"Expected temperature > 0, received {temperature}.")
         self.temperature = float(temperature)
-        self.set_bank(proxy_bank)
+        self.set_layer(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_nca_loss(-matrix, pos_mask, neg_mask, self.temperature)

@@ -1,7 +1,7 @@
 """Wrapper losses (CCPLoss, XBMLoss) saved by ccpdml at main 64f3702 still load, with equal values.
 
 The fixtures in `fixtures/` were written by the code before the `WrapperLoss` base existed
-(`fixtures/generate_wrapper_fixtures.py`, run once at 64f3702): the serialised loss configs
+(`wrapper_models.main`, run once at 64f3702): the serialised loss configs
 (`wrapper_loss_configs.json`) and two tiny `.keras` files saved after one epoch of `fit`, with
 the `evaluate` value measured right after saving.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from wrapper_models import data
 
 from ccpdml.layers import CCPState, ProxyBank
 from ccpdml.layers.cross_batch_memory import CrossBatchMemory
@@ -19,11 +20,6 @@ from ccpdml.losses import CCPLoss, ContrastiveLoss, SimilarityContrastiveLoss, X
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAVED = json.loads((FIXTURES / "wrapper_loss_configs.json").read_text())
-
-
-def _inputs():
-    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
-    return x, np.arange(8, dtype="int32") % 3
 
 
 def test_xbm_config_from_64f3702_deserialises():
@@ -63,7 +59,7 @@ def test_ccp_config_from_64f3702_deserialises():
 def test_keras_file_from_64f3702_loads_and_evaluates_equal(name, loss_type, rows, batch_size):
     model = keras.saving.load_model(FIXTURES / name)
     assert isinstance(model.loss, loss_type)
-    x, y = _inputs()
+    x, y = data()
     value = model.evaluate(x[:rows], y[:rows], batch_size=batch_size, verbose=0)
     (expected,) = SAVED["keras_files"][name].values()
     np.testing.assert_allclose(value, expected, rtol=1e-6)
