@@ -68,9 +68,8 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
     Args:
         margin: δ (default 0.1).
         alpha: α (default 32.0).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:

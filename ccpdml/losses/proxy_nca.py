@@ -51,9 +51,8 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
 
     Args:
         temperature: T (default 0.11).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:

@@ -120,9 +120,8 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
         centers_per_class: K (default 10); must equal the bank's proxies_per_class.
         la: λ (default 20.0). gamma: γ (default 0.1). tau: τ (default 0.2).
         margin: δ (default 0.01).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
