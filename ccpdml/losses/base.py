@@ -6,15 +6,11 @@ from keras import ops
 from ccpdml.distribute.cross_replica import gather_global_batch, replica_loss
 from ccpdml.layers import references
 from ccpdml.layers.ball_normalization import ball_normalize
+from ccpdml.layers.label_vector import label_vector
 from ccpdml.layers.proxy_bank import ProxyBank
 from ccpdml.losses.labels import check_label_dtype, class_labels
 from ccpdml.losses.layer_reference import LayerReferenceMixin
-from ccpdml.losses.pairwise import (
-    label_vector,
-    negative_inner_product,
-    pair_masks,
-    pairwise_distance,
-)
+from ccpdml.losses.pairwise import negative_inner_product, pair_masks, pairwise_distance
 
 _DISTANCES = {"l2": pairwise_distance, "negative_inner_product": negative_inner_product}
 

@@ -5,8 +5,8 @@ import numpy as np
 from keras import ops
 
 from ccpdml.layers.ball_normalization import ball_normalize
+from ccpdml.layers.label_vector import label_vector
 from ccpdml.losses.base import MetricLoss, ProxyLossMixin, checked_bank
-from ccpdml.losses.pairwise import label_vector
 
 # Inside the regulariser's sqrt, as the official SoftTriple code (METHOD decision 1, B5).
 _REG_EPS = 1e-5
