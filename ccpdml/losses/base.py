@@ -1,4 +1,4 @@
-"""Base class of the pair, triplet and proxy losses (METHOD §1.5)."""
+"""Base classes of the losses: the cross-replica call, MetricLoss, the ProxyBank guard (§1.5)."""
 
 import keras
 from keras import ops
