@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from ccpdml.layers.embedding_state import EmbeddingStateLayer
+from ccpdml.layers.label_vector import label_vector
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
@@ -92,7 +93,7 @@ class CrossBatchMemory(EmbeddingStateLayer):
         )
 
     def enqueue(self, embeddings, labels):
-        """Write a batch (raw embeddings [N, D], labels [N] or [N, 1]) over the oldest slot."""
+        """Write a batch over the oldest slot: raw embeddings [N, D], labels as `label_vector`."""
         if not self.built:
             self.build(tuple(embeddings.shape))
         rows = embeddings.shape[0]
@@ -103,10 +104,7 @@ class CrossBatchMemory(EmbeddingStateLayer):
             )
         self._check_dim(embeddings.shape[-1], self.embeddings.shape[-1])
         embeddings = ops.cast(ops.stop_gradient(embeddings), self.embeddings.dtype)
-        labels = ops.convert_to_tensor(labels)
-        if "float" in str(labels.dtype):
-            labels = ops.round(labels)
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        labels = label_vector(labels)
         start = self.pointer * self.batch_size
         self.embeddings.assign(ops.slice_update(self.embeddings, (start, 0), embeddings))
         self.labels.assign(ops.slice_update(self.labels, (start,), labels))

@@ -11,6 +11,7 @@ from ccpdml.losses.proxy_nca import ProxyNCALoss
 from ccpdml.losses.similarity_contrastive import SimilarityContrastiveLoss
 from ccpdml.losses.soft_triple import SoftTripleLoss
 from ccpdml.losses.triplet import TripletLoss
+from ccpdml.losses.wrapper import WrapperLoss
 from ccpdml.losses.xbm import XBMLoss
 
 LOSSES = {
@@ -48,6 +49,7 @@ __all__ = [
     "SimilarityContrastiveLoss",
     "SoftTripleLoss",
     "TripletLoss",
+    "WrapperLoss",
     "XBMLoss",
     "get",
     "loss_term_metrics",

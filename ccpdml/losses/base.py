@@ -1,19 +1,16 @@
-"""Base class of the pair, triplet and proxy losses (METHOD §1.5)."""
+"""Base classes of the losses: the cross-replica call, MetricLoss, the ProxyBank guard (§1.5)."""
 
 import keras
 from keras import ops
 
-from ccpdml.distribute.cross_replica import replica_loss
+from ccpdml.distribute.cross_replica import gather_global_batch, replica_loss
 from ccpdml.layers import references
 from ccpdml.layers.ball_normalization import ball_normalize
+from ccpdml.layers.label_vector import label_vector
 from ccpdml.layers.proxy_bank import ProxyBank
 from ccpdml.losses.labels import check_label_dtype, class_labels
-from ccpdml.losses.pairwise import (
-    label_vector,
-    negative_inner_product,
-    pair_masks,
-    pairwise_distance,
-)
+from ccpdml.losses.layer_reference import LayerReferenceMixin
+from ccpdml.losses.pairwise import negative_inner_product, pair_masks, pairwise_distance
 
 _DISTANCES = {"l2": pairwise_distance, "negative_inner_product": negative_inner_product}
 
@@ -24,15 +21,29 @@ class CrossReplicaLoss(keras.losses.Loss):
     Under a multi-replica `tf.distribute` strategy, `__call__` (the `model.compile` path) returns
     L(global batch)/R on every replica, the batch being all-gathered across replicas with
     gradients (`ccpdml.distribute.cross_replica` has the derivation); on one replica it is the
-    plain Keras call. Subclasses set the attribute `cross_replica_pairs` (False: each replica's
-    own rows, averaged over replicas).
+    plain Keras call. With `cross_replica_pairs=False` each replica uses its own rows and the
+    values are averaged over replicas.
+
+    A subclass that must see the whole global batch whatever `cross_replica_pairs` says (the
+    cross-batch memory enqueues it) returns True from `observes_global_batch` and receives the
+    gathered batch, identical on every replica, in `observe_global_batch` before the loss.
 
     `sample_weight` (and `class_weight` in `fit`, which Keras turns into sample weights) is
     refused with a ValueError: every term couples the samples of the batch (pairs, proxies), so
     there is no per-sample loss to weight. Balance classes with the sampler instead
     (`data_pipelines.samplers.m_per_class`). Labels must be numeric (checked before Keras casts
     them).
+
+    Args:
+        cross_replica_pairs: under a multi-replica strategy, compute the loss of the all-gathered
+            global batch (default True); False = each replica's own rows only, averaged over
+            replicas. No effect on one replica.
+        **kwargs: `keras.losses.Loss` arguments (name, reduction, dtype).
     """
+
+    def __init__(self, cross_replica_pairs=True, **kwargs):
+        super().__init__(**kwargs)
+        self.cross_replica_pairs = bool(cross_replica_pairs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         owner = type(self).__name__
@@ -46,11 +57,31 @@ class CrossReplicaLoss(keras.losses.Loss):
                 "(data_pipelines.samplers.m_per_class)."
             )
         check_label_dtype(y_true, owner)
+        pairs = self.cross_replica_pairs
+        if self.observes_global_batch(y_pred):
+            # Gathered with gradient only when the loss pairs the global batch.
+            gathered = y_pred if pairs else ops.stop_gradient(y_pred)
+            global_labels, global_embeddings = gather_global_batch(y_true, gathered)
+            self.observe_global_batch(global_labels, global_embeddings)
+            if pairs:
+                y_true, y_pred, pairs = global_labels, global_embeddings, False  # gathered once
 
         def local(labels, embeddings):
-            return super(CrossReplicaLoss, self).__call__(labels, embeddings, sample_weight)
+            return super(CrossReplicaLoss, self).__call__(labels, embeddings)
 
-        return replica_loss(local, y_true, y_pred, self.cross_replica_pairs)
+        return replica_loss(local, y_true, y_pred, pairs)
+
+    def observes_global_batch(self, y_pred):
+        """Whether `observe_global_batch` must see this call's global batch (default False)."""
+        return False
+
+    def observe_global_batch(self, labels, embeddings):
+        """Receives the global batch (every replica's rows, in replica order) before the loss."""
+
+    def get_config(self):
+        config = super().get_config()
+        config["cross_replica_pairs"] = self.cross_replica_pairs
+        return config
 
 
 class MetricLoss(CrossReplicaLoss):
@@ -80,10 +111,6 @@ class MetricLoss(CrossReplicaLoss):
     """
 
     distance = "l2"
-
-    def __init__(self, cross_replica_pairs=True, **kwargs):
-        super().__init__(**kwargs)
-        self.cross_replica_pairs = bool(cross_replica_pairs)
 
     def compute(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         """Loss of samples against references (or in-batch when `ref_embeddings` is None).
@@ -140,16 +167,14 @@ class MetricLoss(CrossReplicaLoss):
         """In-batch loss for `model.compile`: y_true = labels [N] or [N, 1], y_pred = [N, D]."""
         return self.compute(y_true, y_pred)
 
-    def get_config(self):
-        config = super().get_config()
-        config["cross_replica_pairs"] = self.cross_replica_pairs
-        return config
 
+def checked_bank(proxy_bank, y_true, y_pred, owner):
+    """The ProxyBank guard of every loss that reads proxies: (bank, int32 labels [N]).
 
-def checked_bank(proxy_bank, owner, embedding_dim=None):
-    """`proxy_bank`, checked: built, placed in a model, of the embedding size (if given).
-
-    Raises ValueError naming what was expected, what was received and the fix.
+    Checks that `proxy_bank` is built and placed in a model and holds proxies of the size of
+    the embeddings `y_pred`, and asserts at run time that the labels `y_true` are classes
+    [0, C) of the bank (`class_labels`). Raises ValueError naming what was expected, what was
+    received and the fix.
     """
     if proxy_bank is None or not getattr(proxy_bank, "built", False):
         raise ValueError(
@@ -159,54 +184,31 @@ def checked_bank(proxy_bank, owner, embedding_dim=None):
             "ref_labels, ref_embeddings)."
         )
     references.require_placed(proxy_bank, owner)
-    expected = proxy_bank.proxies.shape[-1]
-    if embedding_dim is not None and int(embedding_dim) != int(expected):
+    expected, received = proxy_bank.proxies.shape[-1], y_pred.shape[-1]
+    if received is not None and int(received) != int(expected):
         raise ValueError(
-            f"{owner}: the model outputs embeddings of dimension {embedding_dim} but the "
+            f"{owner}: the model outputs embeddings of dimension {received} but the "
             f"ProxyBank {proxy_bank.name!r} holds proxies of dimension {expected}. Place the bank "
             "on the embedding the loss receives (it then takes its size), or set its embedding_dim."
         )
-    return proxy_bank
+    labels = class_labels(y_true, owner, proxy_bank.num_classes, proxy_bank.name)
+    return proxy_bank, labels
 
 
-def bank_labels(proxy_bank, y_true, owner):
-    """The batch's int32 labels, asserted at run time to be classes [0, C) of `proxy_bank`."""
-    return class_labels(y_true, owner, proxy_bank.num_classes, proxy_bank.name)
-
-
-class ProxyLossMixin:
+class ProxyLossMixin(LayerReferenceMixin):
     """`proxy_bank` handling shared by the proxy losses (ProxyAnchor, ProxyNCA, SoftTriple).
 
-    Mixed in before `MetricLoss`; the subclass passes `proxy_bank` through `set_bank`. `call`
-    uses the bank's proxies as references after `checked_bank`'s checks (bank placed in the model,
+    Mixed in before `MetricLoss`; the subclass passes `proxy_bank` through `set_layer`. `call`
+    uses the bank's proxies as references after `checked_bank` (bank placed in the model,
     matching embedding size, labels in [0, C)). `get_config` stores a reference to the bank
-    (`ccpdml.layers.references`), so a loss deserialised with its model (`.keras`) uses that
-    model's bank; `from_config(config, proxy_bank=bank)` still accepts the layer explicitly.
+    (`LayerReferenceMixin`), so a loss deserialised with its model (`.keras`) uses that model's
+    bank; `from_config(config, proxy_bank=bank)` still accepts the layer explicitly.
     """
 
-    def set_bank(self, proxy_bank):
-        """Keep `proxy_bank` (a layer, a reference from get_config, or None)."""
-        self.proxy_bank = references.resolve(proxy_bank, ProxyBank, type(self).__name__)
-
-    def require_bank(self, y_pred=None):
-        """The checked `ProxyBank` of this loss (`checked_bank`) for embeddings `y_pred`."""
-        dim = None if y_pred is None else y_pred.shape[-1]
-        return checked_bank(self.proxy_bank, type(self).__name__, dim)
+    layer_arg = layer_attr = "proxy_bank"
+    layer_type = ProxyBank
 
     def call(self, y_true, y_pred):
         """Loss of the batch against the proxies of `proxy_bank`."""
-        bank = self.require_bank(y_pred)
-        labels = bank_labels(bank, y_true, type(self).__name__)
+        bank, labels = checked_bank(self.proxy_bank, y_true, y_pred, type(self).__name__)
         return self.compute(labels, y_pred, bank.proxy_labels, bank.proxies)
-
-    def get_config(self):
-        config = super().get_config()
-        config["proxy_bank"] = references.reference(self.proxy_bank)
-        return config
-
-    @classmethod
-    def from_config(cls, config, proxy_bank=None):
-        config = dict(config)
-        if proxy_bank is not None:
-            config["proxy_bank"] = proxy_bank
-        return cls(**config)

@@ -6,7 +6,8 @@ from keras import ops
 
 from ccpdml.layers import references
 from ccpdml.layers.ccp_state import CCPState
-from ccpdml.losses.base import CrossReplicaLoss, MetricLoss, bank_labels, checked_bank
+from ccpdml.losses.base import MetricLoss, checked_bank
+from ccpdml.losses.wrapper import WrapperLoss
 
 
 @tf.custom_gradient
@@ -32,7 +33,7 @@ def _proximal_value(lam, *weights_and_anchors):
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class CCPLoss(CrossReplicaLoss):
+class CCPLoss(WrapperLoss):
     """Chance-constrained proxy loss (METHOD §3.3, §3.6).
 
         L = in_batch_weight · base(batch vs batch, self-pairs excluded)
@@ -45,12 +46,14 @@ class CCPLoss(CrossReplicaLoss):
     i.e. the original DistanceRegularizer, which precedes weight decay and clipping (METHOD
     §3.6, decision 2). `CCPCallback` moves λ and w* between problem instances (§3.5). The loss
     holds no state of its own: saved with its model (`.keras`), it finds that model's state again.
+    Base loss, state reference, serialisation and replica scaling: `WrapperLoss`.
 
     Args:
         base_loss: a `MetricLoss` (e.g. `ContrastiveLoss()`), its registry name
-            ("contrastive", ...: the keys of `ccpdml.losses.LOSSES`) or its serialised config.
+            ("contrastive", ...: the `MetricLoss` keys of `ccpdml.losses.LOSSES`) or its
+            serialised config.
         ccp_state: the model's `CCPState` (placed after the `ProxyBank`), or its reference from
-            `get_config`.
+            `get_config`; `CCPLoss.from_config(config, ccp_state=state)` passes one explicitly.
         in_batch_weight: weight of the in-batch term (default 0.1, `loss_weight`).
         proxy_weight: weight of the proxy term (default 1.0, `ccp_weight`).
         cross_replica_pairs: under a multi-replica strategy, compute all three terms on the
@@ -70,6 +73,8 @@ class CCPLoss(CrossReplicaLoss):
         >>> model.compile(optimizer=DMLAdam(), loss=CCPLoss("contrastive", state))
     """
 
+    layer_arg, layer_attr, layer_type = "ccp_state", "state", CCPState
+
     def __init__(
         self,
         base_loss,
@@ -80,18 +85,9 @@ class CCPLoss(CrossReplicaLoss):
         **kwargs,
     ):
         kwargs.setdefault("name", "ccp_loss")
-        super().__init__(**kwargs)
-        self.base_loss = _base_loss(base_loss)
-        self.state = references.resolve(ccp_state, CCPState, "CCPLoss")
-        if self.state is None:
-            raise TypeError(
-                "CCPLoss needs the model's CCPState as ccp_state, received None. Example: "
-                "state = CCPState(net, bank); model = keras.Model(inputs, "
-                "state(bank(net(inputs)))); CCPLoss(ContrastiveLoss(), state)."
-            )
+        super().__init__(base_loss, ccp_state, cross_replica_pairs=cross_replica_pairs, **kwargs)
         self.in_batch_weight = float(in_batch_weight)
         self.proxy_weight = float(proxy_weight)
-        self.cross_replica_pairs = bool(cross_replica_pairs)
 
     @property
     def proxy_bank(self):
@@ -102,8 +98,7 @@ class CCPLoss(CrossReplicaLoss):
         """(bank, labels): state and bank placed and built, embedding size and labels checked."""
         state = self.state
         references.require_placed(state, "CCPLoss")
-        bank = checked_bank(state.proxy_bank, "CCPLoss", y_pred.shape[-1])
-        return bank, bank_labels(bank, y_true, "CCPLoss")
+        return checked_bank(state.proxy_bank, y_true, y_pred, "CCPLoss")
 
     def proximal_term(self):
         """λ/2 · Σ‖w − w*‖² over the state's network weights (scalar)."""
@@ -164,42 +159,6 @@ class CCPLoss(CrossReplicaLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "base_loss": keras.saving.serialize_keras_object(self.base_loss),
-                "ccp_state": references.reference(self.state),
-                "in_batch_weight": self.in_batch_weight,
-                "proxy_weight": self.proxy_weight,
-                "cross_replica_pairs": self.cross_replica_pairs,
-            }
-        )
+        config["in_batch_weight"] = self.in_batch_weight
+        config["proxy_weight"] = self.proxy_weight
         return config
-
-    @classmethod
-    def from_config(cls, config, ccp_state=None):
-        config = dict(config)
-        if ccp_state is not None:
-            config["ccp_state"] = ccp_state
-        return cls(**config)
-
-
-def _base_loss(base_loss):
-    """A MetricLoss from an instance, a registry name or a serialised config."""
-    if isinstance(base_loss, str):
-        from ccpdml import losses  # the registry imports this module
-
-        if base_loss == "xbm" or base_loss not in losses.LOSSES:
-            valid = sorted(set(losses.LOSSES) - {"xbm"})
-            raise ValueError(
-                f"CCPLoss: unknown base loss {base_loss!r}. Valid names: {', '.join(valid)} "
-                "(or pass an instance, e.g. ContrastiveLoss(pos_margin=0.0))."
-            )
-        base_loss = losses.get(base_loss)
-    elif isinstance(base_loss, dict):
-        base_loss = keras.saving.deserialize_keras_object(base_loss)
-    if not isinstance(base_loss, MetricLoss):
-        raise ValueError(
-            "CCPLoss needs a ccpdml MetricLoss as base_loss (an instance, or a name such as "
-            f"'contrastive'), received {base_loss!r}. Example: CCPLoss(ContrastiveLoss(), state)."
-        )
-    return base_loss

@@ -3,7 +3,7 @@
 import tensorflow as tf
 from keras import ops
 
-from ccpdml.losses.pairwise import label_vector
+from ccpdml.layers.label_vector import label_vector
 
 _FIX = (
     "Map the labels to integers 0..C-1 first, e.g. `np.unique(y, return_inverse=True)[1]` or a "

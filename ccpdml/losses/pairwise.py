@@ -7,6 +7,8 @@ This is the original's matrix after the transpose of METHOD §1.5 step 5.
 
 from keras import ops
 
+from ccpdml.layers.label_vector import label_vector
+
 
 def _distance_with_original_gradient(zero_diagonal):
     @ops.custom_gradient
@@ -80,33 +82,6 @@ def negative_inner_product(embeddings, ref_embeddings=None):
     embeddings = ops.convert_to_tensor(embeddings)
     ref = embeddings if ref_embeddings is None else ops.convert_to_tensor(ref_embeddings)
     return -ops.matmul(embeddings, ops.transpose(ref))
-
-
-def label_vector(labels):
-    """Convert labels given as int or float, shape [N] or [N, 1], to an int32 vector [N].
-
-    Args:
-        labels: tensor or array of class ids, [N] or [N, 1]; floats must hold integer values.
-
-    Returns:
-        int32 [N].
-    """
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) == 2:
-        if labels.shape[1] is not None and labels.shape[1] != 1:
-            raise ValueError(
-                f"Expected labels of shape [N] or [N, 1], received shape {tuple(labels.shape)}. "
-                "Pass one integer class id per sample."
-            )
-        labels = ops.reshape(labels, (-1,))
-    elif len(labels.shape) != 1:
-        raise ValueError(
-            f"Expected labels of shape [N] or [N, 1], received rank {len(labels.shape)} "
-            f"(shape {tuple(labels.shape)}). Pass one integer class id per sample."
-        )
-    if "float" in str(labels.dtype):
-        labels = ops.round(labels)
-    return ops.cast(labels, "int32")
 
 
 def pair_masks(labels, ref_labels=None, dtype="float32"):

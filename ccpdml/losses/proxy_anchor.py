@@ -68,9 +68,8 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
     Args:
         margin: δ (default 0.1).
         alpha: α (default 32.0).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
@@ -89,7 +88,7 @@ class ProxyAnchorLoss(ProxyLossMixin, MetricLoss):
         super().__init__(**kwargs)
         self.margin = float(margin)
         self.alpha = float(alpha)
-        self.set_bank(proxy_bank)
+        self.set_layer(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_anchor_loss(-matrix, pos_mask, neg_mask, self.margin, self.alpha)

@@ -51,9 +51,8 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
 
     Args:
         temperature: T (default 0.11).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
@@ -73,7 +72,7 @@ class ProxyNCALoss(ProxyLossMixin, MetricLoss):
         if float(temperature) <= 0:
             raise ValueError(f"Expected temperature > 0, received {temperature}.")
         self.temperature = float(temperature)
-        self.set_bank(proxy_bank)
+        self.set_layer(proxy_bank)
 
     def loss_from_matrix(self, matrix, pos_mask, neg_mask):
         return proxy_nca_loss(-matrix, pos_mask, neg_mask, self.temperature)

@@ -5,8 +5,8 @@ import numpy as np
 from keras import ops
 
 from ccpdml.layers.ball_normalization import ball_normalize
-from ccpdml.losses.base import MetricLoss, ProxyLossMixin, bank_labels
-from ccpdml.losses.pairwise import label_vector
+from ccpdml.layers.label_vector import label_vector
+from ccpdml.losses.base import MetricLoss, ProxyLossMixin, checked_bank
 
 # Inside the regulariser's sqrt, as the official SoftTriple code (METHOD decision 1, B5).
 _REG_EPS = 1e-5
@@ -120,9 +120,8 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
         centers_per_class: K (default 10); must equal the bank's proxies_per_class.
         la: λ (default 20.0). gamma: γ (default 0.1). tau: τ (default 0.2).
         margin: δ (default 0.01).
-        proxy_bank: `ccpdml.layers.ProxyBank` placed in the model, or None (default); required by
-            `call`. Saved as a reference: a loss loaded with its model (`.keras`) uses that
-            model's bank; `from_config(config, proxy_bank=bank)` passes one explicitly.
+        proxy_bank: the model's `ProxyBank`, required by `call` (default None); saved as a
+            reference, see `ProxyLossMixin`.
         **kwargs: `MetricLoss` / `keras.losses.Loss` arguments (name, reduction, dtype).
 
     Shapes:
@@ -156,7 +155,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
         self.gamma = float(gamma)
         self.tau = float(tau)
         self.margin = float(margin)
-        self.set_bank(proxy_bank)
+        self.set_layer(proxy_bank)
 
     def _loss(self, labels, embeddings, centres):
         return soft_triple_loss(
@@ -179,7 +178,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
 
     def call(self, y_true, y_pred):
         """Loss of the batch against the centres of `proxy_bank` ([C, K, D] by its layout)."""
-        bank = self.require_bank(y_pred)
+        bank, labels = checked_bank(self.proxy_bank, y_true, y_pred, "SoftTripleLoss")
         if bank.proxies_per_class != self.centers_per_class:
             raise ValueError(
                 f"SoftTripleLoss(centers_per_class={self.centers_per_class}) received a ProxyBank "
@@ -187,7 +186,7 @@ class SoftTripleLoss(ProxyLossMixin, MetricLoss):
             )
         embeddings = ball_normalize(ops.cast(y_pred, self.dtype))
         centres = ops.cast(bank.proxies_by_class(), self.dtype)
-        return self._loss(bank_labels(bank, y_true, "SoftTripleLoss"), embeddings, centres)
+        return self._loss(labels, embeddings, centres)
 
     def get_config(self):
         config = super().get_config()

@@ -4,13 +4,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from ccpdml.distribute.cross_replica import gather_global_batch, scale_for_replicas
-from ccpdml.layers import references
 from ccpdml.layers.cross_batch_memory import CrossBatchMemory
+from ccpdml.losses.wrapper import WrapperLoss
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")
-class XBMLoss(keras.losses.Loss):
+class XBMLoss(WrapperLoss):
     """In-batch loss plus the same loss of the batch against a memory of past batches (§2.8).
 
     Per call, in the original's order:
@@ -25,11 +24,14 @@ class XBMLoss(keras.losses.Loss):
     steps ≥ start_at + B, and the `filled` check guards the term anyway (e.g. after a resumed
     `steps` with a reset memory).
 
-    Every call enqueues (in `__call__`; `call` only computes L from the current memory),
-    including evaluation calls (`model.evaluate`) made through `compile`.
+    Every call enqueues (`observe_global_batch`, run by `__call__` before the loss; `call` only
+    computes L from the current memory), including evaluation calls (`model.evaluate`) made
+    through `compile`. Base loss, memory reference, serialisation and replica scaling:
+    `WrapperLoss`.
 
     Args:
-        base_loss: a `MetricLoss` (e.g. `SimilarityContrastiveLoss()`, the original's default C1).
+        base_loss: a `MetricLoss` (e.g. `SimilarityContrastiveLoss()`, the original's default C1),
+            its registry name ("similarity_contrastive", ...) or its serialised config.
         memory: the `CrossBatchMemory` layer placed in the model. Saved as a reference: a loss
             loaded with its model (`.keras`) uses that model's memory;
             `XBMLoss.from_config(config, memory=memory)` passes one explicitly.
@@ -54,6 +56,9 @@ class XBMLoss(keras.losses.Loss):
         >>> model.compile(loss=XBMLoss(SimilarityContrastiveLoss(), memory), ...)
     """
 
+    layer_arg = layer_attr = "memory"
+    layer_type = CrossBatchMemory
+
     def __init__(
         self,
         base_loss,
@@ -65,20 +70,12 @@ class XBMLoss(keras.losses.Loss):
         **kwargs,
     ):
         kwargs.setdefault("name", "xbm_loss")
-        super().__init__(**kwargs)
+        super().__init__(base_loss, memory, cross_replica_pairs=cross_replica_pairs, **kwargs)
         if int(start_at) < 0:
             raise ValueError(f"Expected start_at >= 0, received {start_at}.")
-        if not hasattr(base_loss, "compute"):
-            raise ValueError(
-                "XBMLoss needs a ccpdml MetricLoss with compute(labels, embeddings, ref_labels, "
-                f"ref_embeddings) as base_loss, received {base_loss!r}."
-            )
-        self.base_loss = base_loss
-        self.memory = references.resolve(memory, CrossBatchMemory, "XBMLoss")
         self.start_at = int(start_at)
         self.memory_weight = float(memory_weight)
         self.pair_weight = float(pair_weight)
-        self.cross_replica_pairs = bool(cross_replica_pairs)
 
     def ready(self):
         """Boolean scalar: the memory term is active (steps ≥ start_at + B and memory full)."""
@@ -87,32 +84,21 @@ class XBMLoss(keras.losses.Loss):
             ops.greater_equal(self.memory.steps, threshold), self.memory.is_full()
         )
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        memory = self.memory
-        if memory is None:
-            raise RuntimeError(
-                "XBMLoss has no memory: pass the model's CrossBatchMemory layer "
-                "(XBMLoss(base_loss, memory) or XBMLoss.from_config(config, memory=memory))."
-            )
-        if self._replica_share_outside_replicas(y_pred):
-            # Keras's symbolic build under an R-replica strategy calls the loss once, in the
-            # cross-replica context, on one replica's rows, only to infer the output shape.
-            return super().__call__(y_true, y_pred, sample_weight)
-        # The memory always receives the global batch, identical on every replica (with
-        # cross_replica_pairs=False it is gathered for the memory only, without gradient).
-        gathered = y_pred if self.cross_replica_pairs else ops.stop_gradient(y_pred)
-        global_labels, global_embeddings = gather_global_batch(y_true, gathered)
-        memory.enqueue(global_embeddings, global_labels)
-        if self.cross_replica_pairs:
-            y_true, y_pred = global_labels, global_embeddings
-        return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
+    def observes_global_batch(self, y_pred):
+        """True, except in Keras's symbolic build under an R-replica strategy.
 
-    def _replica_share_outside_replicas(self, y_pred):
+        That build calls the loss once, in the cross-replica context, on one replica's rows,
+        only to infer the output shape: nothing is enqueued then.
+        """
         if not tf.distribute.in_cross_replica_context():
-            return False
+            return True
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         rows = y_pred.shape[0]
-        return replicas > 1 and rows is not None and rows * replicas == self.memory.batch_size
+        return not (replicas > 1 and rows is not None and rows * replicas == self.memory.batch_size)
+
+    def observe_global_batch(self, labels, embeddings):
+        """Enqueue the global batch (identical on every replica; the memory's batch_size)."""
+        self.memory.enqueue(embeddings, labels)
 
     def call(self, y_true, y_pred):
         memory = self.memory
@@ -133,22 +119,7 @@ class XBMLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "base_loss": keras.saving.serialize_keras_object(self.base_loss),
-                "memory": references.reference(self.memory),
-                "start_at": self.start_at,
-                "memory_weight": self.memory_weight,
-                "pair_weight": self.pair_weight,
-                "cross_replica_pairs": self.cross_replica_pairs,
-            }
-        )
+        config["start_at"] = self.start_at
+        config["memory_weight"] = self.memory_weight
+        config["pair_weight"] = self.pair_weight
         return config
-
-    @classmethod
-    def from_config(cls, config, memory=None):
-        config = dict(config)
-        config["base_loss"] = keras.saving.deserialize_keras_object(config["base_loss"])
-        if memory is not None:
-            config["memory"] = memory
-        return cls(**config)

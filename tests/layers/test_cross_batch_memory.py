@@ -60,6 +60,9 @@ def test_errors():
         memory.enqueue(np.ones((3, 3), "float32"), [0, 1, 2])
     with pytest.raises(ValueError, match="dimension 3"):
         memory.enqueue(np.ones((2, 4), "float32"), [0, 1])
+    with pytest.raises(ValueError, match=r"labels of shape \[N\] or \[N, 1\].*\(2, 2\)"):
+        memory.enqueue(np.ones((2, 3), "float32"), [[0, 1], [1, 0]])  # one-hot is not a class id
+    assert int(memory.steps) == 0  # nothing was written
 
 
 def test_pass_through_in_model_and_weights_tracked():

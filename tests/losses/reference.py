@@ -72,6 +72,44 @@ def fd_grad(f, x, h=1e-6):
     return g
 
 
+def assert_values_match(loss, np_loss, labels, emb, ref_labels, ref):
+    """float32 `loss.compute` and `loss(y, ŷ)` (labels [N] and [N, 1]) equal `np_loss` to 1e-5,
+    in-batch and against references; the in-batch reference value is positive.
+
+    `np_loss(labels, emb, ref_labels=None, ref=None)` is the numpy reference of `loss` (its
+    hyperparameters bound).
+    """
+    e32, r32 = emb.astype("float32"), ref.astype("float32")
+    expected = np_loss(labels, emb)
+    assert expected > 0
+    np.testing.assert_allclose(float(loss.compute(labels, e32)), expected, rtol=1e-5)
+    for y_true in (labels, labels[:, None]):
+        np.testing.assert_allclose(float(loss(y_true, e32)), expected, rtol=1e-5)
+    expected = np_loss(labels, emb, ref_labels, ref)
+    got = loss.compute(labels, e32, ref_labels, r32)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def assert_gradients_match_fd(loss, np_loss, labels, emb, ref_labels, ref):
+    """float64 gradients of `loss.compute` equal finite differences of `np_loss`, in-batch and
+    against references (w.r.t. the embeddings and the references), to 1e-7.
+
+    `np_loss(labels, emb, ref_labels=None, ref=None)` is the numpy reference of `loss` (its
+    hyperparameters bound); `loss` is built with dtype="float64".
+    """
+    ev, rv = tf.Variable(emb), tf.Variable(ref)
+    with tf.GradientTape(persistent=True) as tape:
+        in_batch = loss.compute(labels, ev)
+        proxy = loss.compute(labels, ev, ref_labels, rv)
+    fd = fd_grad(lambda x: np_loss(labels, x), emb)
+    np.testing.assert_allclose(tape.gradient(in_batch, ev).numpy(), fd, atol=1e-7)
+    fd_e = fd_grad(lambda x: np_loss(labels, x, ref_labels, ref), emb)
+    fd_r = fd_grad(lambda x: np_loss(labels, emb, ref_labels, x), ref)
+    np.testing.assert_allclose(tape.gradient(proxy, ev).numpy(), fd_e, atol=1e-7)
+    np.testing.assert_allclose(tape.gradient(proxy, rv).numpy(), fd_r, atol=1e-7)
+    assert np.abs(fd_r).max() > 1e-3
+
+
 def tf_value_and_grads(loss, labels, emb, ref_labels=None, refs=None):
     """float32 `loss.compute` value and its gradients w.r.t. emb (and refs when given)."""
     e = tf.Variable(np.asarray(emb, "float32"))

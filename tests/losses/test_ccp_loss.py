@@ -62,7 +62,7 @@ def test_value_is_weighted_sum_against_numpy():
         * 0.3
         * sum(
             np.sum((w.numpy() - a.numpy()) ** 2)
-            for w, a in zip(loss.state.network_variables, loss.state.anchors)
+            for w, a in zip(loss.state.network_variables, loss.state.anchors, strict=True)
         )
     )
     assert prox > 1e-4
@@ -87,7 +87,7 @@ def test_proximal_gradient_is_lambda_times_difference_and_zero_for_proxies():
         )
     g_full = tape.gradient(full, trainables)
     g_rest = tape.gradient(no_prox, trainables)
-    for v, gf, gr in zip(trainables, g_full, g_rest):
+    for v, gf, gr in zip(trainables, g_full, g_rest, strict=True):
         idx = [i for i, w in enumerate(loss.state.network_variables) if w is v]
         if idx:
             expected = 0.3 * (v.numpy() - loss.state.anchors[idx[0]].numpy())

@@ -1,10 +1,17 @@
 """SimilarityContrastiveLoss (C1) vs a numpy reference and hand-derived cases (METHOD §2.2)."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import fd_grad, labelled_data, np_similarity_contrastive
+from reference import (
+    assert_gradients_match_fd,
+    assert_values_match,
+    labelled_data,
+    np_similarity_contrastive,
+)
 
 from ccpdml.losses import SimilarityContrastiveLoss
 from ccpdml.losses.similarity_contrastive import similarity_contrastive
@@ -16,32 +23,15 @@ def make_data(seed):
 
 @pytest.mark.parametrize("margin", [0.5, -0.2])
 def test_values_match_numpy(margin):
-    labels, emb, ref_labels, ref = make_data(0)
-    loss = SimilarityContrastiveLoss(margin)
-    e32, r32 = emb.astype("float32"), ref.astype("float32")
-    expected = np_similarity_contrastive(labels, emb, margin=margin)
-    assert expected > 0
-    np.testing.assert_allclose(float(loss.compute(labels, e32)), expected, rtol=1e-5)
-    np.testing.assert_allclose(float(loss(labels[:, None], e32)), expected, rtol=1e-5)
-    expected = np_similarity_contrastive(labels, emb, ref_labels, ref, margin)
-    got = loss.compute(labels, e32, ref_labels, r32)
-    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    reference = functools.partial(np_similarity_contrastive, margin=margin)
+    assert_values_match(SimilarityContrastiveLoss(margin), reference, *make_data(0))
 
 
 def test_gradients_match_finite_differences():
-    labels, emb, ref_labels, ref = make_data(1)
     loss = SimilarityContrastiveLoss(0.1, dtype="float64")
-    ev, rv = tf.Variable(emb), tf.Variable(ref)
-    with tf.GradientTape(persistent=True) as tape:
-        in_batch = loss.compute(labels, ev)
-        proxy = loss.compute(labels, ev, ref_labels, rv)
-    fd = fd_grad(lambda x: np_similarity_contrastive(labels, x, margin=0.1), emb)
-    np.testing.assert_allclose(tape.gradient(in_batch, ev).numpy(), fd, atol=1e-7)
-    fd_e = fd_grad(lambda x: np_similarity_contrastive(labels, x, ref_labels, ref, 0.1), emb)
-    fd_r = fd_grad(lambda x: np_similarity_contrastive(labels, emb, ref_labels, x, 0.1), ref)
-    np.testing.assert_allclose(tape.gradient(proxy, ev).numpy(), fd_e, atol=1e-7)
-    np.testing.assert_allclose(tape.gradient(proxy, rv).numpy(), fd_r, atol=1e-7)
-    assert np.abs(fd_r).max() > 1e-3
+    assert_gradients_match_fd(
+        loss, functools.partial(np_similarity_contrastive, margin=0.1), *make_data(1)
+    )
 
 
 def test_hand_derived_value():

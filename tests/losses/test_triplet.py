@@ -1,10 +1,17 @@
 """TripletLoss (batch-all) vs the original's from-matrix form, memory behaviour (METHOD §2.3, B9)."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference import fd_grad, labelled_data, np_matrix_and_masks
+from reference import (
+    assert_gradients_match_fd,
+    assert_values_match,
+    labelled_data,
+    np_matrix_and_masks,
+)
 
 from ccpdml.losses import TripletLoss
 from ccpdml.losses.triplet import triplet
@@ -27,16 +34,8 @@ def make_data(seed):
 
 @pytest.mark.parametrize("margin", [0.05, 0.3])
 def test_values_match_from_matrix_reference(margin):
-    labels, emb, ref_labels, ref = make_data(0)
-    loss = TripletLoss(margin)
-    e32, r32 = emb.astype("float32"), ref.astype("float32")
-    expected = np_triplet(labels, emb, margin=margin)
-    assert expected > 0
-    np.testing.assert_allclose(float(loss.compute(labels, e32)), expected, rtol=1e-5)
-    np.testing.assert_allclose(float(loss(labels, e32)), expected, rtol=1e-5)
-    expected = np_triplet(labels, emb, ref_labels, ref, margin)
-    got = loss.compute(labels, e32, ref_labels, r32)
-    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    reference = functools.partial(np_triplet, margin=margin)
+    assert_values_match(TripletLoss(margin), reference, *make_data(0))
 
 
 def test_memory_with_unequal_positive_counts_per_row():
@@ -51,19 +50,8 @@ def test_memory_with_unequal_positive_counts_per_row():
 
 
 def test_gradients_match_finite_differences():
-    labels, emb, ref_labels, ref = make_data(1)
     loss = TripletLoss(0.2, dtype="float64")
-    ev, rv = tf.Variable(emb), tf.Variable(ref)
-    with tf.GradientTape(persistent=True) as tape:
-        in_batch = loss.compute(labels, ev)
-        proxy = loss.compute(labels, ev, ref_labels, rv)
-    fd = fd_grad(lambda x: np_triplet(labels, x, margin=0.2), emb)
-    np.testing.assert_allclose(tape.gradient(in_batch, ev).numpy(), fd, atol=1e-7)
-    fd_e = fd_grad(lambda x: np_triplet(labels, x, ref_labels, ref, 0.2), emb)
-    fd_r = fd_grad(lambda x: np_triplet(labels, emb, ref_labels, x, 0.2), ref)
-    np.testing.assert_allclose(tape.gradient(proxy, ev).numpy(), fd_e, atol=1e-7)
-    np.testing.assert_allclose(tape.gradient(proxy, rv).numpy(), fd_r, atol=1e-7)
-    assert np.abs(fd_r).max() > 1e-3
+    assert_gradients_match_fd(loss, functools.partial(np_triplet, margin=0.2), *make_data(1))
 
 
 def test_hand_derived_value():

@@ -52,7 +52,7 @@ def _batches(steps, n=4, d=3, classes=3, seed=0):
 def np_xbm_sequence(embs, labels, b, start_at, memory_weight, pair_weight):
     """Reference: enqueue first, in-batch term always, memory term from step start_at + B."""
     mem_e, mem_y, out = [], [], []
-    for t, (e, y) in enumerate(zip(embs, labels), start=1):
+    for t, (e, y) in enumerate(zip(embs, labels, strict=True), start=1):
         mem_e, mem_y = (mem_e + [e])[-b:], (mem_y + [y])[-b:]
         value = pair_weight * np_c1(y, e)
         if t >= start_at + b:
@@ -70,13 +70,13 @@ def test_sequence_matches_reference(graph):
         SimilarityContrastiveLoss(), memory, start_at=start_at, memory_weight=0.7, pair_weight=0.4
     )
     fn = tf.function(loss) if graph else loss
-    values = [float(fn(y, e.astype("float32"))) for e, y in zip(embs, labels)]
+    values = [float(fn(y, e.astype("float32"))) for e, y in zip(embs, labels, strict=True)]
     expected = np_xbm_sequence(embs, labels, b, start_at, 0.7, 0.4)
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
     # Steps 1 and 2 are in-batch only; from step 3 = start_at + B on the memory term is added.
-    in_batch = [0.4 * np_c1(y, e) for e, y in zip(embs, labels)]
+    in_batch = [0.4 * np_c1(y, e) for e, y in zip(embs, labels, strict=True)]
     np.testing.assert_allclose(values[:2], in_batch[:2], rtol=1e-5)
-    assert all(abs(v - w) > 1e-4 for v, w in zip(values[2:], in_batch[2:]))
+    assert all(abs(v - w) > 1e-4 for v, w in zip(values[2:], in_batch[2:], strict=True))
     assert int(memory.steps) == 5
 
 
@@ -110,7 +110,7 @@ def test_gradient_flows_to_the_batch_only():
     embs, labels = _batches(3, seed=4)
     memory = CrossBatchMemory(batches_in_memory=b, batch_size=4, embedding_dim=3)
     loss = XBMLoss(SimilarityContrastiveLoss(margin=0.1), memory, start_at=start_at)
-    for e, y in zip(embs[:2], labels[:2]):
+    for e, y in zip(embs[:2], labels[:2], strict=True):
         loss(y, e.astype("float32"))
     e_last, y_last = embs[2], labels[2]
     var = tf.Variable(e_last.astype("float32"))
