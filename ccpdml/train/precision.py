@@ -7,7 +7,7 @@ float32: the embedding head (pooling + projection, a negligible share of the FLO
 layer, so the embeddings, the ball normalisation, every loss, the `ProxyBank` proxies, the
 `CCPState` anchors, the cross-batch memory and greedy k-center see float32 values; the CCP
 proximal term reads the float32 variables. `"mixed_float16"` also wraps the optimizer in
-`keras.optimizers.LossScaleOptimizer` (dynamic loss scaling: float16 gradients underflow
+`ReplicaSafeLossScaleOptimizer` (Keras' dynamic loss scaling: float16 gradients underflow
 without it); bfloat16 has float32's exponent range and needs none.
 """
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import tensorflow as tf
 
 from ccpdml.config.schema import PRECISION_POLICIES
+from ccpdml.optimizers import ReplicaSafeLossScaleOptimizer
 
 # The policy whose optimizer carries loss-scale variables (a different optimizer state).
 LOSS_SCALED = "mixed_float16"
@@ -47,15 +49,28 @@ def policy_scope(policy: str):
 
 
 def loss_scaled(optimizer, policy: str):
-    """`optimizer` wrapped in a `LossScaleOptimizer` under "mixed_float16", else unchanged.
+    """`optimizer` wrapped in a loss-scale optimizer under "mixed_float16", else unchanged.
 
-    The wrapper unscales the gradients and skips (and halves the scale on) steps whose gradients
+    The wrapper (`ReplicaSafeLossScaleOptimizer`: Keras' dynamic scaling, one verdict for all
+    replicas) unscales the gradients and skips (and halves the scale on) steps whose gradients
     are not finite; the inner optimizer (e.g. `DMLAdam`: decay, clipping, LR multipliers) then
     acts on the unscaled gradients as in float32.
     """
     if _checked(policy) != LOSS_SCALED:
         return optimizer
-    return keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale")
+    return ReplicaSafeLossScaleOptimizer(optimizer, name="loss_scale")
+
+
+def describe(policy: str) -> str:
+    """One line for the trainer's log: what computes in 16 bits, and a CPU-only hint."""
+    compute = keras.DTypePolicy(_checked(policy)).compute_dtype
+    line = (
+        f"mixed precision {policy}: backbone computes in {compute}; embeddings, losses, proxies "
+        "and optimizer weights in float32" + (", loss scaling on" if policy == LOSS_SCALED else "")
+    )
+    if not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU"):
+        line += " (no GPU/TPU visible: 16-bit compute on CPU is usually slower than float32)"
+    return line
 
 
 def check_precision_change(old, new) -> None:

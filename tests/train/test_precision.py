@@ -16,7 +16,7 @@ from optimizer_cases import dml_adam
 
 from ccpdml.config import load_config
 from ccpdml.config.base import ConfigError
-from ccpdml.optimizers import keras_hooks
+from ccpdml.optimizers import ReplicaSafeLossScaleOptimizer, keras_hooks
 from ccpdml.train import precision
 from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.checks import check_resumed_config
@@ -158,7 +158,7 @@ def test_loss_scaling_keeps_dmladam_decay_clipping_and_multipliers(monkeypatch, 
     scaled_vars = [keras.Variable(w) for w in w0]
     plain = dml_adam(plain_vars)
     scaled = precision.loss_scaled(dml_adam(scaled_vars), "mixed_float16")
-    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(scaled, ReplicaSafeLossScaleOptimizer)
     assert precision.loss_scaled(plain, "mixed_bfloat16") is plain
     scale = 2.0**15  # Keras' initial dynamic scale
 
@@ -202,7 +202,7 @@ def test_float16_trains_with_loss_scaling_and_resumes_its_state(tmp_path, float3
     backbone = built.embedder.get_layer("small_cnn")
     assert backbone.get_layer("block1_conv").compute_dtype == "float16"
     optimizer = built.model.optimizer
-    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(optimizer, ReplicaSafeLossScaleOptimizer)
     assert type(optimizer.inner_optimizer).__name__ == "DMLAdam"
     optimizer.dynamic_scale.assign(1024.0)  # a value no fresh optimizer has
     path = str(tmp_path / "state.npz")
@@ -222,6 +222,15 @@ def test_float16_trains_with_loss_scaling_and_resumes_its_state(tmp_path, float3
         model.fit(images, labels, epochs=1, batch_size=32, shuffle=False, verbose=0)
     for a, b in zip(resumed.model.get_weights(), built.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    # The Keras file keeps the policy, the wrapper and its scale too.
+    built.model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded.optimizer, ReplicaSafeLossScaleOptimizer)
+    assert float(loaded.optimizer.dynamic_scale.numpy()) == 1024.0
+    conv = loaded.get_layer("embedder").get_layer("small_cnn").get_layer("block1_conv")
+    assert conv.compute_dtype == "float16"
+    assert loaded(images[:2]).dtype == "float32"
 
 
 def test_resume_refuses_to_add_or_remove_loss_scaling(tmp_path):
