@@ -24,6 +24,8 @@ from data_pipelines.image_files import (
 DATASETS = tuple(data_pipelines.DATASETS)
 PREPROCESSINGS = tuple(data_pipelines.preprocessing.PREPROCESSINGS)
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# Keras dtype policies of `training.mixed_precision` (ccpdml.train.precision).
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # The validation round's log keys (`RetrievalValidation` with ks=(1,), METHOD §6): what
 # `training.monitor` may name (early stopping and CCP read it).
 MONITOR_KEYS = ("val_map_at_r", "val_r_precision", "val_precision_at_1", "val_recall_at_1")
@@ -154,7 +156,11 @@ class OptimizerConfig(Section):
 
 @dataclass(frozen=True)
 class TrainingConfig(Section):
-    """Validation interval, early stopping and warm-up (METHOD §4.2, §4.7, §4.8)."""
+    """Validation interval, early stopping and warm-up (METHOD §4.2, §4.7, §4.8).
+
+    `mixed_precision`: the backbone's Keras dtype policy, one of `PRECISION_POLICIES`; losses,
+    proxies and the optimizer's weights stay float32 (`ccpdml.train.precision`).
+    """
 
     validate_every: int = 25
     max_validations: int = 10000
@@ -165,9 +171,11 @@ class TrainingConfig(Section):
     freeze_backbone_during_warmup: bool = True
     jit_compile: bool = False
     checkpoint_every_validations: int = 1
+    mixed_precision: str = "float32"
 
     def __post_init__(self):
         positive(self, "validate_every", "max_validations", "patience")
+        choice(self, "mixed_precision", PRECISION_POLICIES)
         positive(self, "checkpoint_every_validations")
         check(self.min_delta >= 0, f"'min_delta' must be >= 0, got {self.min_delta}.")
         check(self.warmup_validations >= 0, "'warmup_validations' must be >= 0.")

@@ -106,7 +106,10 @@ def build_embedding_model(
         )
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     features = backbone(inputs)
-    embeddings = EmbeddingHead(embedding_dim, pooling=pooling, name="embedding_head")(features)
+    # float32 under any mixed dtype policy: the embeddings (and all that reads them) stay float32.
+    embeddings = EmbeddingHead(
+        embedding_dim, pooling=pooling, dtype="float32", name="embedding_head"
+    )(features)
     model = keras.Model(inputs, embeddings, name=name)
     if freeze_bn:
         freeze_batchnorm(model)

@@ -16,6 +16,7 @@ from ccpdml import losses as losses_lib
 from ccpdml.layers import CCPState, CrossBatchMemory, ProxyBank
 from ccpdml.models import build_embedding_model
 from ccpdml.optimizers import DMLAdam, batchnorm_variables
+from ccpdml.train.precision import loss_scaled, policy_scope
 
 
 @dataclasses.dataclass
@@ -29,6 +30,7 @@ class BuiltModel:
     memory: CrossBatchMemory | None = None
     ccp_loss: losses_lib.CCPLoss | None = None
     ccp_state: CCPState | None = None  # λ, anchors, CCP counters and snapshots (in `model`)
+    mixed_precision: str = "float32"  # the embedder's dtype policy (ccpdml.train.precision)
 
 
 def _make_base_loss(loss_cfg, proxy_bank=None, cross_replica_pairs=True):
@@ -63,22 +65,30 @@ def proxies_per_class(loss_cfg) -> int:
 
 
 def build_model(
-    model_cfg, loss_cfg, input_shape, num_classes, global_batch, cross_replica_pairs=True
+    model_cfg,
+    loss_cfg,
+    input_shape,
+    num_classes,
+    global_batch,
+    cross_replica_pairs=True,
+    mixed_precision="float32",
 ) -> BuiltModel:
     """Embedding network + proxy bank / memory + loss, built in the current strategy scope.
 
     `cross_replica_pairs` (the `distribute:` option) lets in-batch terms see the whole global batch
-    under a multi-replica strategy (ccpdml.distribute.cross_replica).
+    under a multi-replica strategy (ccpdml.distribute.cross_replica). `mixed_precision` is the
+    embedder's dtype policy; its output and every layer after it are float32.
     """
-    embedder = build_embedding_model(
-        model_cfg.backbone,
-        input_shape=tuple(input_shape),
-        embedding_dim=model_cfg.embedding_dim,
-        pooling=model_cfg.pooling,
-        weights=model_cfg.weights,
-        freeze_bn=model_cfg.freeze_bn,
-        name="embedder",
-    )
+    with policy_scope(mixed_precision):
+        embedder = build_embedding_model(
+            model_cfg.backbone,
+            input_shape=tuple(input_shape),
+            embedding_dim=model_cfg.embedding_dim,
+            pooling=model_cfg.pooling,
+            weights=model_cfg.weights,
+            freeze_bn=model_cfg.freeze_bn,
+            name="embedder",
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     outputs = embedder(inputs)
     proxy_bank = memory = ccp_loss = ccp_state = None
@@ -127,15 +137,18 @@ def build_model(
         )
     else:
         loss = _make_base_loss(loss_cfg, proxy_bank, cross_replica_pairs)
-    return BuiltModel(model, embedder, loss, proxy_bank, memory, ccp_loss, ccp_state)
+    return BuiltModel(
+        model, embedder, loss, proxy_bank, memory, ccp_loss, ccp_state, mixed_precision
+    )
 
 
-def build_optimizer(opt_cfg, built: BuiltModel, proxy_lr_multiplier: float = 1.0) -> DMLAdam:
-    """Adam with coupled L2 decay, clipping and a learning-rate multiplier on the proxies (§4.6)."""
+def build_optimizer(opt_cfg, built: BuiltModel, proxy_lr_multiplier: float = 1.0):
+    """Adam with coupled L2 decay, clipping and a learning-rate multiplier on the proxies (§4.6);
+    wrapped in a `LossScaleOptimizer` when `built` is mixed_float16 (ccpdml.train.precision)."""
     multipliers = None
     if built.proxy_bank is not None and built.ccp_loss is None and proxy_lr_multiplier != 1.0:
         multipliers = [(built.proxy_bank.proxies, float(proxy_lr_multiplier))]
-    return DMLAdam(
+    adam = DMLAdam(
         learning_rate=opt_cfg.learning_rate,
         beta_1=opt_cfg.beta_1,
         beta_2=opt_cfg.beta_2,
@@ -146,3 +159,4 @@ def build_optimizer(opt_cfg, built: BuiltModel, proxy_lr_multiplier: float = 1.0
         lr_multipliers=multipliers,
         exclude_from_decay=batchnorm_variables(built.model),
     )
+    return loss_scaled(adam, built.mixed_precision)

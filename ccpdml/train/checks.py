@@ -15,6 +15,7 @@ import yaml
 from ccpdml.atomic import atomic_write_bytes
 from ccpdml.config import config_to_dict, dump_config
 from ccpdml.dotted_keys import dotted_leaves
+from ccpdml.train.precision import check_precision_change
 
 CHANGES_LOG = "changes.log"
 # What `train --continue-with-changes` may change in a started run: settings read afresh when a
@@ -87,6 +88,9 @@ def check_resumed_config(run, config, allow_changes: bool = False) -> None:
             "validate_every, warmup_*, monitor) and distribute.* can change; for the others "
             "use a new --workdir"
         )
+    for key, old, new in changes:
+        if key == "training.mixed_precision":
+            check_precision_change(old, new)
     _log_changes(run, changes)
     dump_config(config, path)
 

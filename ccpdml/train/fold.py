@@ -220,6 +220,7 @@ def train_fold(config, run, data, preprocess, strategy, repeat, fold, embed) -> 
             train_split.num_classes,
             global_batch,
             cross_replica_pairs=config.distribute.cross_replica_pairs,
+            mixed_precision=config.training.mixed_precision,
         )
         optimizer = build_optimizer(config.optimizer, built, config.loss.proxy_lr_multiplier)
         # Unweighted CCP terms as running means: the NaN guard names the failing term.

@@ -27,6 +27,7 @@ from ccpdml.train.eval_batcher import EvalBatcher
 from ccpdml.train.faults import fault_point
 from ccpdml.train.fold import train_fold
 from ccpdml.train.fold_data import run_folds as _folds
+from ccpdml.train.precision import describe as describe_precision
 from ccpdml.train.run_metrics import evaluate_test, test_summary
 from ccpdml.train.rundir import RunDirectory
 from ccpdml.train.strategy import make_strategy
@@ -76,6 +77,8 @@ def _train_and_evaluate(config, workdir: str, allow_changes: bool) -> dict:
             f"{' + CCP' if config.loss.ccp else ''}{' + XBM' if config.loss.xbm else ''}, "
             f"strategy {config.distribute.strategy} ({strategy.num_replicas_in_sync} replica(s))"
         )
+        if config.training.mixed_precision != "float32":
+            log(describe_precision(config.training.mixed_precision))
         results = []
         for repeat in range(config.repeats):
             for fold in _folds(config.data):
