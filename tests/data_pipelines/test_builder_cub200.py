@@ -79,8 +79,8 @@ def test_bbox_and_file_name(fake):
     from data_pipelines.builders import Cub200
 
     builder = Cub200(data_dir=str(fake["data_dir"]))
-    ds = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})
-    first = next(iter(tfds.as_numpy(ds)))
+    ds = builder.as_data_source(split="test", decoders={"image": tfds.decode.SkipDecoding()})
+    first = ds[0]
     i, rel, _, (x, y, w, h), _ = [r for r in fake["rows"] if r[2] > 100][0]
     assert first["file_name"].decode() == rel
     np.testing.assert_allclose(first["bbox"], [y, x, y + h, x + w])

@@ -66,10 +66,10 @@ def test_bbox_and_file_name(fake):
 
     from data_pipelines.builders import InShop
 
-    ds = InShop(data_dir=str(fake["data_dir"])).as_dataset(
+    ds = InShop(data_dir=str(fake["data_dir"])).as_data_source(
         split="gallery", decoders={"image": tfds.decode.SkipDecoding()}
     )
-    got = list(tfds.as_numpy(ds))
+    got = list(ds)
     rows = [(k, p) for k, (p, _, s) in enumerate(ROWS) if s == "gallery"]
     assert [g["file_name"].decode() for g in got] == [p for _, p in rows]
     np.testing.assert_allclose(
