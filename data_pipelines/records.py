@@ -64,15 +64,23 @@ class RecordSource:
         for part, ks in by_part.items():
             try:
                 records = self.parts[part].__getitems__([rows[k] - starts[part] for k in ks])
-            except Exception as err:  # missing, truncated or replaced record files
-                raise OSError(
-                    f"cannot read records {[rows[k] for k in ks][:5]} of {self.where}: "
-                    f"{type(err).__name__}: {err}. The prepared files were changed or deleted "
-                    "after loading; prepare the dataset again as the message says and rerun."
+            except Exception as err:  # missing or replaced record files
+                raise self._unreadable(
+                    [rows[k] for k in ks], f"{type(err).__name__}: {err}"
                 ) from err
             for k, record in zip(ks, records, strict=True):
                 out[k] = record
+        empty = [rows[k] for k, record in enumerate(out) if not record]
+        if empty:  # what a reader returns for a truncated file
+            raise self._unreadable(empty, "empty record(s) read back")
         return out
+
+    def _unreadable(self, rows, what):
+        return OSError(
+            f"cannot read records {rows[:5]}{' ...' if len(rows) > 5 else ''} of {self.where}: "
+            f"{what}. The prepared files were changed or deleted after loading; prepare the "
+            "dataset again as said above and rerun."
+        )
 
     def _images(self, records):
         spec = {self.feature: tf.io.FixedLenFeature([], tf.string)}
