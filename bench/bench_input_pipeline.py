@@ -10,13 +10,15 @@ real size (59,551 train images of 11,318 classes, 60,502 test images of 11,316 c
 `--jpeg-size` JPEGs, 64×48 by default, so that generating it takes minutes) in the real layout
 (`tests/fake_benchmarks.write_fake_sop`), prepared by the real builder (`prepare sop`, ArrayRecord)
 into `--data-dir` (kept and reused: default under the system temp directory). The training
-pipeline (`m_per_class` 8 × 4 over the train split, "caffe_bgr" at `--size`) then runs in fresh
-worker processes, alternately (AB, BA, ...) for
+pipeline (`m_per_class` 8 × 4 over the train split, "caffe_bgr" at `--size`) then runs in two
+persistent worker processes, alternately (AB, BA, ...) for `--rounds` rounds of `--batches`
+batches each (after `--warmup`):
 - streamed: `load_sop(data_dir)` as training uses it (images read from the record files);
 - in_memory: the same split with every encoded image read into memory first
-  (`Split.from_encoded`, what the loader did before streaming);
-each reporting images/s over `--batches` batches after `--warmup`, and its peak RSS. Figures: the
-median images/s of each, the median per-round ratio streamed / in-memory, the largest peak RSS.
+  (`Split.from_encoded`, what the loader gave before streaming; the bytes come from the same
+  prepared files rather than from a TFRecord preparation, the pipeline is the same).
+Figures: the median images/s of each, the median per-round ratio streamed / in-memory, each
+worker's peak RSS (whole process, TensorFlow included) and its RSS once the split is loaded.
 
 Usage: python bench/bench_input_pipeline.py [--num-images 200] [--size 227] [--json OUT]
        python bench/bench_input_pipeline.py --fake-sop [--rounds 4] [--data-dir DIR] [--json OUT]
@@ -32,7 +34,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import REPO, argument_parser, peak_rss_mb, print_result, run_worker, write_json
+from _common import REPO, Worker, argument_parser, peak_rss_mb, serve, write_json
 from PIL import Image
 
 SOP_TRAIN = (11318, 59551)  # (classes, images) of the real splits, METHOD §5.4
@@ -121,39 +123,41 @@ def prepare_fake_sop(data_dir, scale, jpeg_size):
 
 
 def sop_worker(args):
-    """One measurement in this process: load the split as `args.worker` says, time, print."""
-    import tensorflow as tf
+    """Persistent worker (`_common.Worker`): load the split as `args.worker` says, build the
+    training pipeline, then answer "N" with the images/s of the next N batches."""
+    state = {}
 
-    from data_pipelines import preprocessing, samplers
-    from data_pipelines.builders import load_sop
-    from data_pipelines.dataset import Split
+    def setup():
+        from data_pipelines import preprocessing, samplers
+        from data_pipelines.builders import load_sop
+        from data_pipelines.dataset import Split
 
-    start = time.perf_counter()
-    train = load_sop(os.path.join(args.data_dir, "tfds")).train
-    encoded_mb = None
-    if args.worker == "in_memory":
-        images = list(train.source)
-        encoded_mb = sum(len(b) for b in images) / 2**20
-        train = Split.from_encoded(images, train.labels, name=train.name, origins=train.origins)
-    load_s = time.perf_counter() - start
-    rss_loaded = peak_rss_mb()
-    prep = preprocessing.get("caffe_bgr", args.size)
-    tf.random.set_seed(0)
-    rate = _rate(samplers.m_per_class(train, 8, 4, prep, seed=0), args.batches, args.warmup)
-    print_result(
-        {
-            "images_per_s": rate,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_after_load_mb": rss_loaded,
-            "load_s": load_s,
-            "encoded_mb": encoded_mb,
-            "train_images": len(train),
-        }  # fmt: skip
-    )
+        start = time.perf_counter()
+        train = load_sop(os.path.join(args.data_dir, "tfds")).train
+        encoded_mb = None
+        if args.worker == "in_memory":
+            images = list(train.source)
+            encoded_mb = sum(len(b) for b in images) / 2**20
+            train = Split.from_encoded(images, train.labels, name=train.name, origins=train.origins)
+        info = {"load_s": time.perf_counter() - start, "rss_after_load_mb": peak_rss_mb()}
+        prep = preprocessing.get("caffe_bgr", args.size)
+        state["it"] = iter(samplers.m_per_class(train, 8, 4, prep, seed=0))
+        for _ in range(args.warmup):
+            next(state["it"])
+        return {**info, "encoded_mb": encoded_mb, "train_images": len(train)}
+
+    def handle(request):
+        start, count = time.perf_counter(), 0
+        for _ in range(int(request)):
+            count += int(next(state["it"])[0].shape[0])
+        rate = count / (time.perf_counter() - start)
+        return {"images_per_s": rate, "peak_rss_mb": peak_rss_mb()}
+
+    serve(setup, handle)
 
 
 def run_fake_sop(args):
-    """--fake-sop mode: prepare once, then interleaved worker rounds (module docstring)."""
+    """--fake-sop mode: prepare once, then interleaved rounds of two workers (module docstring)."""
     data_dir = args.data_dir or os.path.join(
         tempfile.gettempdir(),
         f"ccpdml-bench-fake-sop-{args.scale:g}-{args.jpeg_size[0]}x{args.jpeg_size[1]}",
@@ -161,26 +165,23 @@ def run_fake_sop(args):
     out = {"data_dir": data_dir, "jpeg_size": list(args.jpeg_size), "image_size": args.size}
     out["preparation"] = prepare_fake_sop(data_dir, args.scale, tuple(args.jpeg_size))
     cmd = [sys.executable, os.path.abspath(__file__), "--data-dir", data_dir]
-    cmd += ["--size", str(args.size), "--batches", str(args.batches)]
-    cmd += ["--warmup", str(args.warmup), "--worker"]
+    cmd += ["--size", str(args.size), "--warmup", str(args.warmup), "--worker"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    runs = {"streamed": [], "in_memory": []}
+    workers = {name: Worker([*cmd, name], env, name) for name in ("streamed", "in_memory")}
+    runs = {name: [] for name in workers}
     for r in range(args.rounds):
-        for name in list(runs)[:: 1 if r % 2 == 0 else -1]:
-            result, proc = run_worker([*cmd, name], env)
-            if result is None:
-                raise RuntimeError(f"{name} worker failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-            runs[name].append(result)
-            print(f"round {r + 1} {name}: {result['images_per_s']:.1f} img/s, peak RSS "
-                  f"{result['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-    for name, results in runs.items():
+        for name in list(workers)[:: 1 if r % 2 == 0 else -1]:
+            runs[name].append(workers[name].ask(str(args.batches)))
+        print(f"round {r + 1}: " + ", ".join(
+            f"{n} {v[-1]['images_per_s']:.1f} img/s" for n, v in runs.items()), flush=True)  # fmt: skip
+    for name, worker in workers.items():
+        worker.close()
         out[name] = {
-            "images_per_s_median": statistics.median(r["images_per_s"] for r in results),
-            "images_per_s_all": [r["images_per_s"] for r in results],
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results),
-            "rss_after_load_mb_max": max(r["rss_after_load_mb"] for r in results),
-            "load_s_median": statistics.median(r["load_s"] for r in results),
+            "images_per_s_median": statistics.median(r["images_per_s"] for r in runs[name]),
+            "images_per_s_all": [r["images_per_s"] for r in runs[name]],
+            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs[name]),
+            **worker.info,
         }
     ratios = [
         s["images_per_s"] / m["images_per_s"]
@@ -188,8 +189,8 @@ def run_fake_sop(args):
     ]
     out.update(ratio_streamed_over_in_memory=statistics.median(ratios), ratios=ratios)
     out.update(rounds=args.rounds, batches=args.batches, batch=32)
-    out["encoded_mb"] = runs["in_memory"][0]["encoded_mb"]
-    out["train_images"] = runs["streamed"][0]["train_images"]
+    out["encoded_mb"] = out["in_memory"]["encoded_mb"]
+    out["train_images"] = out["streamed"]["train_images"]
     out["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
@@ -205,8 +206,8 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="fake SOP size (1 = real)")
     parser.add_argument("--jpeg-size", type=int, nargs=2, default=(64, 48), metavar=("W", "H"))
     parser.add_argument("--data-dir", default=None, help="where the fake SOP is kept")
-    parser.add_argument("--rounds", type=int, default=4, help="worker pairs (AB, BA, ...)")
-    parser.add_argument("--batches", type=int, default=40, help="timed batches per worker")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (AB, BA, ...)")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per side per round")
     parser.add_argument("--worker", choices=["streamed", "in_memory"], help=argparse_suppress())
     args = parser.parse_args(argv)
     if args.worker:
