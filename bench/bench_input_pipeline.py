@@ -17,8 +17,11 @@ batches each (after `--warmup`):
 - in_memory: the same split with every encoded image read into memory first
   (`Split.from_encoded`, what the loader gave before streaming; the bytes come from the same
   prepared files rather than from a TFRecord preparation, the pipeline is the same).
-Figures: the median images/s of each, the median per-round ratio streamed / in-memory, each
-worker's peak RSS (whole process, TensorFlow included) and its RSS once the split is loaded.
+Figures: the median images/s of each, the median per-round ratio streamed / in-memory, the CPU
+time per image of each (user + system of the worker, all threads: less sensitive to other jobs
+on the machine than wall time) and its per-round ratio in-memory / streamed (≥ 1: streaming costs
+no CPU), each worker's peak RSS (whole process, TensorFlow included) and its RSS once the split is
+loaded.
 
 Usage: python bench/bench_input_pipeline.py [--num-images 200] [--size 227] [--json OUT]
        python bench/bench_input_pipeline.py --fake-sop [--rounds 4] [--data-dir DIR] [--json OUT]
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -54,6 +58,12 @@ def _write_jpegs(directory, num_images, num_classes, width=500, height=375, seed
         paths.append(path)
     labels = np.arange(num_images) % num_classes
     return np.asarray(paths), labels
+
+
+def _cpu_s():
+    """CPU seconds (user + system, all threads) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rate(dataset, batches, warmup):
@@ -123,9 +133,13 @@ def prepare_fake_sop(data_dir, scale, jpeg_size):
 
 
 def sop_worker(args):
-    """Persistent worker (`_common.Worker`): load the split as `args.worker` says, build the
-    training pipeline, then answer "N" with the images/s of the next N batches."""
-    state = {}
+    """Persistent worker (`_common.Worker`): load the split as `args.worker` says, then answer
+    "N" with the images/s of N batches of the training pipeline.
+
+    Each request starts a fresh iterator at the next position of the seeded stream
+    (`start_batch`), runs `--warmup` batches, times N and deletes it: no worker prefetches in
+    the background while the other is being timed."""
+    state = {"position": 0}
 
     def setup():
         from data_pipelines import preprocessing, samplers
@@ -141,17 +155,24 @@ def sop_worker(args):
             train = Split.from_encoded(images, train.labels, name=train.name, origins=train.origins)
         info = {"load_s": time.perf_counter() - start, "rss_after_load_mb": peak_rss_mb()}
         prep = preprocessing.get("caffe_bgr", args.size)
-        state["it"] = iter(samplers.m_per_class(train, 8, 4, prep, seed=0))
-        for _ in range(args.warmup):
-            next(state["it"])
+        state["pipeline"] = lambda start: samplers.m_per_class(
+            train, 8, 4, prep, seed=0, start_batch=start
+        )
         return {**info, "encoded_mb": encoded_mb, "train_images": len(train)}
 
     def handle(request):
-        start, count = time.perf_counter(), 0
-        for _ in range(int(request)):
-            count += int(next(state["it"])[0].shape[0])
-        rate = count / (time.perf_counter() - start)
-        return {"images_per_s": rate, "peak_rss_mb": peak_rss_mb()}
+        n = int(request)
+        it = iter(state["pipeline"](state["position"]))
+        state["position"] += n + args.warmup
+        for _ in range(args.warmup):
+            next(it)
+        cpu, start = _cpu_s(), time.perf_counter()
+        for _ in range(n):
+            next(it)
+        wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
+        del it  # stops its prefetching threads
+        return {"images_per_s": 32 * n / wall, "cpu_ms_per_image": 1000 * cpu / (32 * n),
+                "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
     serve(setup, handle)
 
@@ -180,6 +201,7 @@ def run_fake_sop(args):
         out[name] = {
             "images_per_s_median": statistics.median(r["images_per_s"] for r in runs[name]),
             "images_per_s_all": [r["images_per_s"] for r in runs[name]],
+            "cpu_ms_per_image_median": statistics.median(r["cpu_ms_per_image"] for r in runs[name]),
             "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs[name]),
             **worker.info,
         }
@@ -188,6 +210,9 @@ def run_fake_sop(args):
         for s, m in zip(runs["streamed"], runs["in_memory"], strict=True)
     ]
     out.update(ratio_streamed_over_in_memory=statistics.median(ratios), ratios=ratios)
+    cpu = [m["cpu_ms_per_image"] / s["cpu_ms_per_image"]
+           for s, m in zip(runs["streamed"], runs["in_memory"], strict=True)]  # fmt: skip
+    out.update(cpu_ratio_in_memory_over_streamed=statistics.median(cpu), cpu_ratios=cpu)
     out.update(rounds=args.rounds, batches=args.batches, batch=32)
     out["encoded_mb"] = out["in_memory"]["encoded_mb"]
     out["train_images"] = out["streamed"]["train_images"]

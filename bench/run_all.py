@@ -490,7 +490,10 @@ def _streaming_rows(jobs):
             ratio >= 1.0,
             f"median of {res['rounds']} interleaved rounds (per-round "
             f"{', '.join(f'{x:.2f}' for x in res['ratios'])}) of {res['batches']} batches "
-            f"per side, two persistent workers; load average at the end {res['loadavg']}",
+            f"per side, two persistent workers; CPU time per image {s['cpu_ms_per_image_median']:.1f}"
+            f" vs {m['cpu_ms_per_image_median']:.1f} ms (median per-round ratio in memory / "
+            f"streamed {res['cpu_ratio_in_memory_over_streamed']:.2f}); load average at the end "
+            f"{res['loadavg']}",
         ),
     ]
 
