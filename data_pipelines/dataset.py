@@ -233,7 +233,8 @@ class Split:
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return ds.unbatch()
+        # unbatch hides the length; Keras' predict/evaluate need it (no "ran out of data").
+        return ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(self)))
 
     def load_label(self, index):
         """Label (int32 scalar tensor) of row `index`."""

@@ -78,6 +78,8 @@ def test_streamed_splits_equal_the_in_memory_ones(prepared):
         _arrays(samplers.eval_batches(streamed.test, prep, batch_size=4), 2),
         _arrays(samplers.eval_batches(in_memory.test, prep, batch_size=4), 2),
     )
+    # the length stays known (Keras' predict / evaluate read it; unknown → "ran out of data")
+    assert int(samplers.eval_batches(streamed.test, prep, batch_size=4).cardinality()) == 2
     # and both are the original files, row for row
     assert [bytes(x) for x in streamed.test.source] == [r[2] for r in prepared["rows"]["test"]]
 
