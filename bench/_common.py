@@ -1,4 +1,5 @@
-"""Helpers shared by the bench/ scripts: repository path, peak RSS, JSON output, worker runs.
+"""Helpers shared by the bench/ scripts: repository path, peak RSS, JSON output, worker runs
+(one-shot: `run_worker`; persistent, answering requests line by line: `Worker`).
 
 The scripts run as `python bench/<script>.py`, so this folder is on `sys.path` and they import
 this module as `_common`.
@@ -9,6 +10,7 @@ import json
 import os
 import resource
 import subprocess
+import tempfile
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -52,3 +54,48 @@ def run_worker(cmd, env):
     if proc.returncode != 0 or not lines:
         return None, proc
     return json.loads(lines[-1][len(RESULT_PREFIX) :]), proc
+
+
+class Worker:
+    """A persistent worker subprocess answering one line per request on stdout.
+
+    The worker prints `READY <json>` once set up, then answers each request line written to its
+    stdin with one `RESULT <json>` line (`print_result`); `info` holds the READY json.
+    """
+
+    def __init__(self, cmd, env, name):
+        self.name = name
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and block it
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=env,
+        )  # fmt: skip
+        self.info = self._read("READY ")
+
+    def _read(self, prefix):
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix) :])
+        self.proc.wait(timeout=60)
+        self.stderr.seek(0)
+        raise RuntimeError(f"{self.name} worker exited:\n{self.stderr.read()[-2000:]}")
+
+    def ask(self, request):
+        """Send one request line; the worker's RESULT json."""
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        return self._read(RESULT_PREFIX)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def serve(setup, handle):
+    """Worker side of `Worker`: `info = setup()`, print READY, answer each stdin line."""
+    import sys
+
+    print("READY " + json.dumps(setup()), flush=True)
+    for line in sys.stdin:
+        print_result(handle(line.strip()))
+        sys.stdout.flush()

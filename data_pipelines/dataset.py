@@ -1,4 +1,5 @@
-"""`Split` (labelled images with random access by index) and `DMLData` (a train/test pair).
+"""`Split`: labelled images with random access by index (`DMLData`, a train/test pair, is in
+`data_pipelines.dml_data` and re-exported here).
 
 A `Split` is what every pipeline in `data_pipelines` consumes (folds, samplers, evaluation). It holds
 
@@ -8,35 +9,44 @@ A `Split` is what every pipeline in `data_pipelines` consumes (folds, samplers, 
 - an image *source*, one of
   - ``"paths"``: np.str_ array [N] of image files, decoded with
     ``tf.io.decode_image(channels=3, expand_animations=False)`` (JPEG, PNG, GIF, BMP);
-  - ``"encoded"``: object array [N] of encoded image bytes, decoded the same way;
+  - ``"encoded"``: encoded image bytes, decoded the same way: an object array [N] held in memory,
+    or a `data_pipelines.records.RecordSource` reading them by index from the prepared record
+    files (the benchmarks: memory holds no image bytes);
   - ``"pixels"``: np.uint8 array [N, H, W, C] of decoded images;
 - `rows`: np.int64 [n], row i of the split is source item ``rows[i]`` (subsets share the source).
 
 ``split.load_image(i)`` is a TF function usable inside ``tf.data.Dataset.map``: int scalar tensor
-→ uint8 [H, W, C]. ``split.images()`` is the finite dataset of decoded images in row order.
+→ uint8 [H, W, C]. Pipelines read in two stages, ``split.load_items(indices)`` (one read per batch
+of rows: paths, encoded bytes or pixels) then ``split.decode_item(item)`` per image in a parallel
+map; ``split.images()`` is the finite dataset of decoded images in row order.
 
-The source is captured by the tf.data graph, so "encoded" and "pixels" are meant for data that fits
-comfortably in memory (well under 2 GB); large benchmarks use "paths".
+In-memory sources are captured by the tf.data graph, so in-memory "encoded" and "pixels" are meant
+for data that fits comfortably in memory (well under 2 GB); large data use "paths" or a
+`RecordSource`.
 
 Example (what a TFDS/loader module does)::
 
     train = Split.from_paths(paths, labels)                       # labels 0..C-1
-    test = Split.from_encoded(jpeg_bytes, test_labels)
+    test = Split.from_encoded(jpeg_bytes, test_labels)             # or Split(labels, RecordSource)
     data = DMLData("cub200", train, test, image_shape=None, default_preprocessing="caffe_bgr")
     fold_train, fold_val = data_pipelines.folds.mlrc_fold(data.train, fold=1)
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
+from data_pipelines.dml_data import DMLData  # noqa: F401 (re-exported: its historic home)
+from data_pipelines.records import RecordSource
+
 SOURCE_KINDS = ("paths", "encoded", "pixels")
+READ_BATCH = 64  # rows per `load_items` call when a whole split is read in row order
 
 
-def _infer_kind(source: np.ndarray) -> str:
+def _infer_kind(source) -> str:
+    if isinstance(source, RecordSource):
+        return "encoded"
     if source.dtype.kind in ("U", "S"):
         return "paths"
     if source.dtype == object:
@@ -54,7 +64,8 @@ class Split:
 
     Args:
         labels: int array [n], label of each row.
-        source: array of paths (str), encoded bytes (object) or pixels (uint8 [N, H, W, C]).
+        source: array of paths (str), encoded bytes (object array, or a `RecordSource` reading
+            them from disk) or pixels (uint8 [N, H, W, C]).
         kind: one of "paths", "encoded", "pixels"; inferred from `source` when None (default).
         rows: int array [n] of source indices of the rows; default `arange(len(labels))`.
         name: free-form name used in messages and reprs (default "").
@@ -69,10 +80,15 @@ class Split:
     def __init__(
         self, labels, source, kind=None, rows=None, name="", origins=None, fixed_shape=None
     ):
-        source = np.asarray(source) if not isinstance(source, np.ndarray) else source
+        if not isinstance(source, (np.ndarray, RecordSource)):
+            source = np.asarray(source)
         kind = kind or _infer_kind(source)
         if kind not in SOURCE_KINDS:
             raise ValueError(f"Unknown Split source kind {kind!r}; valid kinds: {SOURCE_KINDS}.")
+        if isinstance(source, RecordSource) and kind != "encoded":
+            raise ValueError(
+                f"A RecordSource holds encoded images; kind must be 'encoded', not {kind!r}."
+            )
         if kind == "pixels" and (source.dtype != np.uint8 or source.ndim != 4):
             raise ValueError(
                 f"A 'pixels' source must be uint8 [N, H, W, C]; received {source.dtype} "
@@ -170,7 +186,9 @@ class Split:
 
     def _make_tensors(self):
         if "source" not in self._shared:  # one source tensor for a split and all its subsets
-            if self.kind == "paths":
+            if isinstance(self.source, RecordSource):
+                self._shared["source"] = None  # read from disk by `load_items`
+            elif self.kind == "paths":
                 self._shared["source"] = tf.constant(self.source.astype(np.str_))
             elif self.kind == "encoded":
                 self._shared["source"] = tf.constant(list(self.source), dtype=tf.string)
@@ -178,10 +196,21 @@ class Split:
                 self._shared["source"] = tf.constant(self.source)
         return tf.constant(self.rows), self._shared["source"], tf.constant(self.labels)
 
-    def load_image(self, index):
-        """Decoded image of row `index` (int scalar tensor) as uint8 [H, W, C]; tf.data-safe."""
+    def load_items(self, indices):
+        """Source items of rows `indices` (int tensor [n]), in one read; tf.data-safe.
+
+        Returns file paths or encoded images (tf.string [n]) or pixels (uint8 [n, H, W, C]);
+        `decode_item` turns one item into an image. A `RecordSource` reads the n records from
+        disk in one call, so pipelines read per batch and decode per image in parallel.
+        """
         rows, src, _ = self._lazy_tensors()
-        item = tf.gather(src, tf.gather(rows, tf.cast(index, tf.int64)))
+        rows = tf.gather(rows, tf.cast(indices, tf.int64))
+        if isinstance(self.source, RecordSource):
+            return self.source.read(rows)
+        return tf.gather(src, rows)
+
+    def decode_item(self, item):
+        """uint8 [H, W, C] image of one item of `load_items` (reads the file of a path)."""
         if self.kind == "pixels":
             return item
         if self.kind == "paths":
@@ -192,26 +221,46 @@ class Split:
         image.set_shape([None, None, 3])
         return image
 
+    def load_image(self, index):
+        """Decoded image of row `index` (int scalar tensor) as uint8 [H, W, C]; tf.data-safe."""
+        return self.decode_item(self.load_items(tf.reshape(index, [1]))[0])
+
+    def items(self, batch_size=READ_BATCH):
+        """Finite tf.data.Dataset of (row index, source item) in row order, read per batch."""
+        ds = tf.data.Dataset.range(len(self)).batch(batch_size)
+        ds = ds.map(
+            lambda i: (i, self.load_items(i)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        # unbatch hides the length; Keras' predict/evaluate need it (no "ran out of data").
+        return ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(self)))
+
     def load_label(self, index):
         """Label (int32 scalar tensor) of row `index`."""
         return tf.gather(self._lazy_tensors()[2], tf.cast(index, tf.int64))
 
-    def undecodable_rows(self):
+    def undecodable_rows(self, progress=None):
         """Rows (np.int64, ascending) whose image cannot be read or decoded (e.g. corrupt files),
         or differs from `fixed_shape`.
 
         Decodes every row once in a parallel tf.data pass that drops failing elements; meant for
-        diagnosing a decode error after it happened, not for every run.
+        diagnosing a decode error after it happened (and for `prepare`), not for every run.
+        `progress`, if given, is called with the number of rows checked so far.
         """
         if self.kind == "pixels" or len(self) == 0:
             return np.zeros(0, np.int64)
-        ds = tf.data.Dataset.range(len(self)).map(
+        ds = self.items().map(
             # A value of the pixels (not tf.shape, folded away for a static shape) so that the
             # shape check of a fixed_shape split runs too.
-            lambda i: (i, tf.reduce_max(self.load_image(i))),
+            lambda i, item: (i, tf.reduce_max(self.decode_item(item))),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        good = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
+        good = set()
+        for i, _ in ds.ignore_errors().as_numpy_iterator():
+            good.add(int(i))
+            if progress is not None:
+                progress(len(good))
         return np.asarray([i for i in range(len(self)) if i not in good], np.int64)
 
     def describe_row(self, index):
@@ -229,8 +278,10 @@ class Split:
 
     def images(self):
         """Finite tf.data.Dataset of the decoded uint8 images in row order (no labels)."""
-        return tf.data.Dataset.range(len(self)).map(
-            self.load_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        return self.items().map(
+            lambda _, item: self.decode_item(item),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
         )
 
     def subset(self, indices, labels=None, name=None):
@@ -250,39 +301,3 @@ class Split:
         )
         split._shared = self._shared
         return split
-
-
-@dataclasses.dataclass(frozen=True)
-class DMLData:
-    """A metric-learning dataset: training classes and disjoint test classes (METHOD §5).
-
-    Args:
-        name: dataset name, e.g. "cub200" or "digit_pairs".
-        train: training Split, labels 0..C_train-1.
-        test: test Split; for InShop the query rows come first.
-        test_query_count: number of query rows at the start of `test` (InShop); None (default)
-            means every test image is queried against all others.
-        image_shape: (H, W, C) of the decoded images when fixed, else None (default).
-        default_preprocessing: name for `data_pipelines.preprocessing.get` (default "caffe_bgr").
-        num_train_classes: number of training classes; default `train.num_classes`.
-        class_names: optional tuple, `class_names[label]` is the name of the class with that
-            label (train and test labels together; user datasets "folder" and "table"). Default
-            None.
-    """
-
-    name: str
-    train: Split
-    test: Split
-    test_query_count: int | None = None
-    image_shape: tuple | None = None
-    default_preprocessing: str = "caffe_bgr"
-    num_train_classes: int | None = None
-    class_names: tuple | None = None
-
-    def __post_init__(self):
-        if self.num_train_classes is None:
-            object.__setattr__(self, "num_train_classes", self.train.num_classes)
-        if self.test_query_count is not None and not 0 < self.test_query_count < len(self.test):
-            raise ValueError(
-                f"test_query_count must be in (0, {len(self.test)}); got {self.test_query_count}."
-            )

@@ -13,28 +13,15 @@ def _digit_pairs(data_dir=None, **options):
     return digit_pairs.build(data_dir=data_dir, **options)
 
 
-def _cub200(data_dir=None, **options):
-    from data_pipelines.builders import load_cub200
+def _benchmark(name):
+    """Loader of benchmark `name`, importing `data_pipelines.builders` (TFDS) only when called."""
 
-    return load_cub200(data_dir, **options)
+    def load(data_dir=None, **options):
+        from data_pipelines.builders import LOADERS
 
+        return LOADERS[name](data_dir, **options)
 
-def _cars196(data_dir=None, **options):
-    from data_pipelines.builders import load_cars196
-
-    return load_cars196(data_dir, **options)
-
-
-def _sop(data_dir=None, **options):
-    from data_pipelines.builders import load_sop
-
-    return load_sop(data_dir, **options)
-
-
-def _inshop(data_dir=None, **options):
-    from data_pipelines.builders import load_inshop
-
-    return load_inshop(data_dir, **options)
+    return load
 
 
 def _folder(data_dir=None, **options):
@@ -51,10 +38,10 @@ def _table(data_dir=None, **options):
 
 DATASETS = {
     "digit_pairs": _digit_pairs,
-    "cub200": _cub200,
-    "cars196": _cars196,
-    "sop": _sop,
-    "inshop": _inshop,
+    "cub200": _benchmark("cub200"),
+    "cars196": _benchmark("cars196"),
+    "sop": _benchmark("sop"),
+    "inshop": _benchmark("inshop"),
     "folder": _folder,
     "table": _table,
 }

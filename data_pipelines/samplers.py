@@ -1,8 +1,10 @@
 """Batch samplers over a `Split` as tf.data pipelines, METHOD §4.5.
 
 The index order is generated in numpy (a Python generator behind `tf.data.Dataset.from_generator`,
-deterministic for a given `seed`; with `seed=None` every iteration draws fresh randomness). Images
-are then loaded and preprocessed with a parallel, order-preserving `map`, batched and prefetched.
+deterministic for a given `seed`; with `seed=None` every iteration draws fresh randomness). The
+source items of each index batch are read in one call (`Split.load_items`: one disk read per batch
+for a benchmark streamed from its record files), then decoded and preprocessed per image with a
+parallel, order-preserving `map`, batched and prefetched.
 Every element gets its own stateless augmentation seed [draw_seed, position], so the same index
 repeated inside a batch gets a different augmentation, and the output does not depend on the
 map's parallelism.
@@ -81,8 +83,9 @@ def _one_per_class_rows(classes, batch_size, seed):
                 yield row[start : start + batch_size], rng.integers(_MAX_SEED)
 
 
-def _element_stream(generator, args):
-    """Flatten (indices [n], draw seed) batches into (index, aug seed [2], chunk length) elements."""
+def _element_stream(split, generator, args):
+    """Flatten (indices [n], draw seed) batches into (index, source item, aug seed [2], chunk
+    length) elements; the items of a batch are read by one `split.load_items` call."""
     ds = tf.data.Dataset.from_generator(
         generator,
         args=args,
@@ -92,11 +95,15 @@ def _element_stream(generator, args):
         ),
     )
 
-    def explode(indices, draw_seed):
+    def read(indices, draw_seed):
+        return indices, split.load_items(indices), draw_seed
+
+    def explode(indices, items, draw_seed):
         n = tf.shape(indices, out_type=tf.int64)[0]
         seeds = tf.stack([tf.fill([n], draw_seed), tf.range(n)], axis=1)
-        return tf.data.Dataset.from_tensor_slices((indices, seeds, tf.fill([n], n)))
+        return tf.data.Dataset.from_tensor_slices((indices, items, seeds, tf.fill([n], n)))
 
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.flat_map(explode)
 
 
@@ -133,10 +140,11 @@ def m_per_class(split, classes_per_batch, samples_per_class, preprocess, seed=No
         gen = _m_per_class_rows(classes, classes_per_batch, samples_per_class, _np_seed(seed_arg))
         return itertools.islice(gen, int(start_arg), None)
 
-    def load(index, aug_seed, _):
-        return preprocess.train(split.load_image(index), seed=aug_seed), split.load_label(index)
+    def load(index, item, aug_seed, _):
+        image = preprocess.train(split.decode_item(item), seed=aug_seed)
+        return image, split.load_label(index)
 
-    ds = _element_stream(generator, (_seed_arg(seed), _start_arg(start_batch)))
+    ds = _element_stream(split, generator, (_seed_arg(seed), _start_arg(start_batch)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -165,10 +173,10 @@ def one_per_class(split, preprocess, batch_size=128, seed=None, start_batch=0):
         gen = _one_per_class_rows(classes, batch_size, _np_seed(seed_arg))
         return itertools.islice(gen, int(start_arg), None)
 
-    def load(index, aug_seed, chunk_len):
-        return chunk_len, preprocess.train(split.load_image(index), seed=aug_seed)
+    def load(index, item, aug_seed, chunk_len):
+        return chunk_len, preprocess.train(split.decode_item(item), seed=aug_seed)
 
-    ds = _element_stream(generator, (_seed_arg(seed), _start_arg(start_batch)))
+    ds = _element_stream(split, generator, (_seed_arg(seed), _start_arg(start_batch)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Chunks have two lengths (batch_size and C mod batch_size) and arrive contiguously, so
     # windows keyed by the chunk length, of that length, are exactly the chunks, in order.
@@ -193,11 +201,10 @@ def eval_batches(split, preprocess, batch_size=128, cache=True, cache_bytes=2**3
     """
     _check_preprocess(preprocess)
 
-    def load(index):
-        return preprocess.eval(split.load_image(index)), split.load_label(index)
+    def load(index, item):
+        return preprocess.eval(split.decode_item(item)), split.load_label(index)
 
-    ds = tf.data.Dataset.range(len(split))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = split.items().map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     shape = ds.element_spec[0].shape
     if cache and shape.is_fully_defined():
         nbytes = len(split) * int(np.prod(shape)) * ds.element_spec[0].dtype.size

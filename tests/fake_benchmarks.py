@@ -239,6 +239,47 @@ def _inshop_manual(src, manual):
     write_fake_inshop(manual, rows)
 
 
+def prepared_fake(tmp_path_factory, name, write, pack=None):
+    """A builder test's fixture: the fake written, packed, prepared by the real builder.
+
+    Args:
+        name: benchmark name for `prepare`.
+        write: `write(folder) -> rows` writes the fake's files into `folder`.
+        pack: `pack(src, manual)` packs the written files as the official archive(s) into the
+            manual directory; None (default): the written folder is the manual directory.
+
+    Returns:
+        {"rows", "src" (written folder), "manual", "data_dir", "sizes" (from `prepare`)}.
+    """
+    from data_pipelines.builders import prepare
+
+    src = tmp_path_factory.mktemp(f"{name}_src")
+    rows = write(src)
+    manual = src
+    if pack is not None:
+        manual = tmp_path_factory.mktemp(f"{name}_manual")
+        pack(src, manual)
+    data_dir = tmp_path_factory.mktemp(f"{name}_data")
+    with no_network():
+        sizes = prepare(name, manual, data_dir, progress=False)
+    return {"rows": rows, "src": src, "manual": manual, "data_dir": data_dir, "sizes": sizes}
+
+
+def missing_files_message(name, manual, data_dir, expected):
+    """Message of the `MissingManualFilesError` that `prepare` raises; it names every path in
+    `expected` (asserted)."""
+    import pytest
+
+    from data_pipelines.builders import MissingManualFilesError, prepare
+
+    with pytest.raises(MissingManualFilesError) as err:
+        prepare(name, manual, data_dir, progress=False)
+    msg = str(err.value)
+    for path in expected:
+        assert path in msg
+    return msg
+
+
 _MANUAL_WRITERS = {
     "cub200": _cub_manual,
     "cars196": _cars_manual,

@@ -7,11 +7,14 @@ from data_pipelines.builders.inshop import InShop, load_inshop
 from data_pipelines.builders.manual_files import ManualDataError, MissingManualFilesError
 from data_pipelines.builders.sop import Sop, load_sop
 
+LOADERS = {"cub200": load_cub200, "cars196": load_cars196, "sop": load_sop, "inshop": load_inshop}
+
 __all__ = [
     "BUILDERS",
     "Cars196",
     "Cub200",
     "InShop",
+    "LOADERS",
     "ManualDataError",
     "MissingManualFilesError",
     "Sop",

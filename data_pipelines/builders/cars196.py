@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData
+from data_pipelines.builders import common, reading
 
 ANNOTATION_FIELDS = (
     "relative_im_path",
@@ -21,7 +19,7 @@ ANNOTATION_FIELDS = (
 )
 
 
-class Cars196(tfds.core.GeneratorBasedBuilder):
+class Cars196(common.BenchmarkBuilder):
     """Cars196 split for deep metric learning (METHOD §5.3).
 
     Reads the struct array `annotations` of `cars_annos.mat` (fields relative_im_path, bbox_x1,
@@ -33,10 +31,6 @@ class Cars196(tfds.core.GeneratorBasedBuilder):
     """
 
     name = "ccpdml_cars196"
-    VERSION = tfds.core.Version("1.0.0")
-    # Nothing is downloaded, so no checksums file. Setting this also keeps TFDS 4.9.10 from
-    # resolving `code_path` via `importlib_resources`, which recent etils no longer installs.
-    url_infos = None
     RELEASE_NOTES = {"1.0.0": "DML split: classes 1-98 train, 99-196 test."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Place in the manual directory `cars_annos.mat` and either the archive `car_ims.tgz` or the
@@ -56,13 +50,9 @@ class Cars196(tfds.core.GeneratorBasedBuilder):
         common.Part("", ("cars_annos.mat",)),
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return common.dataset_info(
-            self,
-            description="Cars196 (Stanford Cars), DML split by class (METHOD §5.3).",
-            homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
-            with_bbox=True,
-        )
+    DESCRIPTION = "Cars196 (Stanford Cars), DML split by class (METHOD §5.3)."
+    HOMEPAGE = "https://ai.stanford.edu/~jkrause/cars/car_dataset.html"
+    LABELS = "train labels 0-97, test labels 98-195; METHOD §5.3"
 
     def _split_generators(self, dl_manager):
         image_root, annos_root = common.resolve_manual_parts(self, dl_manager)
@@ -115,15 +105,4 @@ def read_annotations(path) -> list[tuple[str, int, np.ndarray]]:
     return rows
 
 
-def load_cars196(data_dir=None, manual_dir=None) -> DMLData:
-    """Cars196 as `DMLData` (train labels 0-97, test labels 98-195; METHOD §5.3).
-
-    Args:
-        data_dir: TFDS data directory (default None: TFDS's default).
-        manual_dir: folder with the downloaded files; when given and the data is not prepared
-            yet, it is prepared first (default None).
-
-    Returns:
-        DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
-    """
-    return common.load_train_test(Cars196, "cars196", data_dir, manual_dir)
+load_cars196 = reading.loader(Cars196)

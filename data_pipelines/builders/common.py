@@ -31,29 +31,44 @@ from data_pipelines.builders.manual_files import (  # noqa: F401 (re-exported fo
     resolve_parts,
 )
 
+RECORD_FORMAT = "array_record"  # random access: streamed training (`reading`)
+LEGACY_FORMAT = "tfrecord"  # front-to-back only: read into memory
 
-def collect_split(builder, split: str):
-    """Read a prepared split once: (encoded image bytes, object [n]; labels, int64 [n]; file names).
 
-    The file names (str [n], relative to the manual directory as the builder recorded them) go
-    into `Split(origins=...)`, so that an undecodable image is reported by its file name.
+def prepare_format() -> str:
+    """File format `prepare` writes: ArrayRecord when `array_record` imports, else TFRecord."""
+    try:
+        from array_record.python import array_record_data_source  # noqa: F401
+    except ImportError:
+        return LEGACY_FORMAT
+    return RECORD_FORMAT
 
-    Rows come back in generation order: the builders set `disable_shuffling=True`, so TFDS reads
-    the shards with `interleave_cycle_length=1`.
-    """
-    ds = builder.as_dataset(
-        split=split,
-        shuffle_files=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
+
+def file_format_of(builder) -> str:
+    """Format of the prepared data of `builder` ("array_record" or "tfrecord")."""
+    fmt = builder.info.file_format
+    return LEGACY_FORMAT if fmt is None else tfds.core.file_adapters.FileFormat(fmt).value
+
+
+def rebuild_command(builder) -> str:
+    """The `prepare --force` command that rebuilds `builder`'s data in place."""
+    return (
+        f"python -m ccpdml prepare {builder.SHORT_NAME} --manual-dir DIR --data-dir "
+        f"{builder.data_dir_root} --force"
     )
-    images, labels, names = [], [], []
-    for example in tfds.as_numpy(ds):
-        images.append(example["image"])
-        labels.append(example["label"])
-        names.append(example["file_name"].decode("utf-8"))
-    encoded = np.empty(len(images), dtype=object)
-    encoded[:] = images
-    return encoded, np.asarray(labels, dtype=np.int64), np.asarray(names, dtype=np.str_)
+
+
+def legacy_note(builder) -> str:
+    """Why and how to convert a TFRecord preparation (streaming needs ArrayRecord)."""
+    how = f"prepare it again: `{rebuild_command(builder)}`"
+    if prepare_format() != RECORD_FORMAT:
+        how = "install the array_record package (wheels for Linux and macOS arm64), then " + how
+    return (
+        f"{builder.DISPLAY_NAME} in {builder.data_path} was prepared as TFRecord files (by an "
+        "older ccpdml, or without the array_record package), which can only be read front to "
+        "back: every encoded image is held in memory while training. To stream the images from "
+        f"disk instead, {how}."
+    )
 
 
 def download_config(manual_dir):
@@ -66,7 +81,12 @@ def download_config(manual_dir):
 
 
 def prepare_builder(
-    builder_cls, manual_dir, data_dir=None, progress: bool = True, force: bool = False
+    builder_cls,
+    manual_dir,
+    data_dir=None,
+    progress: bool = True,
+    force: bool = False,
+    file_format: str | None = None,
 ) -> dict:
     """Run `download_and_prepare` of `builder_cls` reading `manual_dir`, then decode every image.
 
@@ -77,6 +97,8 @@ def prepare_builder(
         progress: show progress bars (default True).
         force: rebuild from the manual files even if the data is prepared, first deleting the
             prepared data and TFDS's extracted copy of the archives (default False).
+        file_format: "array_record" (random access: training streams the images) or "tfrecord"
+            (read into memory); default None: `prepare_format()`.
 
     Returns:
         {split name: number of examples}.
@@ -89,6 +111,9 @@ def prepare_builder(
     remove_incomplete(builder)
     if builder.data_path.exists() and not force:
         sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
+        if file_format_of(builder) != RECORD_FORMAT:
+            print(f"Nothing done. {legacy_note(builder)}")
+            return sizes
         print(
             f"{builder_cls.DISPLAY_NAME} is already prepared in {builder.data_path}; nothing to "
             "do. To rebuild it from the manual files (e.g. after replacing a damaged archive), "
@@ -108,7 +133,9 @@ def prepare_builder(
             builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS,
         )
     tfds.display_progress_bar(progress)
-    builder.download_and_prepare(download_config=download_config(manual_dir))
+    builder.download_and_prepare(
+        download_config=download_config(manual_dir), file_format=file_format or prepare_format()
+    )
     bad = undecodable_images(builder, progress)
     if bad:
         remove_prepared(builder)
@@ -172,42 +199,40 @@ def strip_top_folder(relative: str, folder: str) -> str:
     return "/".join(parts[1:] if parts[0] == folder else parts)
 
 
-def dataset_info(builder, description: str, homepage: str, with_bbox: bool):
-    """`tfds.core.DatasetInfo` shared by the builders (rows kept in generation order).
+class BenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What the four benchmark builders share: version, offline use, features, row order.
+
+    A subclass sets `name`, `RELEASE_NOTES`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `DISPLAY_NAME`,
+    `SHORT_NAME` (the `prepare` name), `PARTS`, `IMAGE_PART`, `IMAGE_PREFIX` (see
+    `integrity.undecodable_images_error`), `DESCRIPTION`, `HOMEPAGE`, `LABELS` (the label ranges,
+    quoted by its loader's docstring) and optionally `WITH_BBOX` (default True) and
+    `TEST_SPLITS` (default ("test",): the splits forming the test split of its `DMLData`).
 
     Features: "image" (encoded JPEG as in the archive), "label" (int64, METHOD §5), "file_name"
-    (path as written in the annotation file) and optionally "bbox" (float32 [4] =
+    (path as written in the annotation file) and, with `WITH_BBOX`, "bbox" (float32 [4] =
     [ymin, xmin, ymax, xmax] in pixels, unused by the training pipeline, METHOD §4.4).
     """
-    features = {
-        "image": tfds.features.Image(),
-        "label": tfds.features.Scalar(dtype=np.int64),
-        "file_name": tfds.features.Text(),
-    }
-    if with_bbox:
-        features["bbox"] = tfds.features.Tensor(shape=(4,), dtype=np.float32)
-    return tfds.core.DatasetInfo(
-        builder=builder,
-        description=description,
-        features=tfds.features.FeaturesDict(features),
-        homepage=homepage,
-        # Row order is part of the data (In-Shop query rows first, METHOD §5.1): keep it.
-        disable_shuffling=True,
-    )
 
+    VERSION = tfds.core.Version("1.0.0")
+    # Nothing is downloaded, so no checksums file. Setting this also keeps TFDS 4.9.10 from
+    # resolving `code_path` via `importlib_resources`, which recent etils no longer installs.
+    url_infos = None
+    WITH_BBOX = True
+    TEST_SPLITS = ("test",)
 
-def load_train_test(builder_cls, name, data_dir=None, manual_dir=None):
-    """`DMLData` of a benchmark with a train and a test split (CUB, Cars, SOP).
-
-    The splits hold the encoded JPEG bytes in the prepared row order; `manual_dir`, when given,
-    prepares the data first if needed (see `prepared_builder`).
-    """
-    from data_pipelines.dataset import DMLData, Split
-
-    builder = prepared_builder(builder_cls, data_dir, manual_dir)
-    splits = {}
-    for part in ("train", "test"):
-        images, labels, names = collect_split(builder, part)
-        splits[part] = Split.from_encoded(images, labels, name=f"{name}/{part}", origins=names)
-    train, test = splits["train"], splits["test"]
-    return DMLData(name, train, test, default_preprocessing="caffe_bgr")
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = {
+            "image": tfds.features.Image(),
+            "label": tfds.features.Scalar(dtype=np.int64),
+            "file_name": tfds.features.Text(),
+        }
+        if self.WITH_BBOX:
+            features["bbox"] = tfds.features.Tensor(shape=(4,), dtype=np.float32)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(features),
+            homepage=self.HOMEPAGE,
+            # Row order is part of the data (In-Shop query rows first, METHOD §5.1): keep it.
+            disable_shuffling=True,
+        )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData
+from data_pipelines.builders import common, reading
 
 
-class Cub200(tfds.core.GeneratorBasedBuilder):
+class Cub200(common.BenchmarkBuilder):
     """CUB-200-2011 split for deep metric learning (METHOD §5.2).
 
     Reads `CUB_200_2011/images.txt` ("<id> <NNN.Class_name>/<file>.jpg") and
@@ -21,10 +19,6 @@ class Cub200(tfds.core.GeneratorBasedBuilder):
     """
 
     name = "ccpdml_cub200"
-    VERSION = tfds.core.Version("1.0.0")
-    # Nothing is downloaded, so no checksums file. Setting this also keeps TFDS 4.9.10 from
-    # resolving `code_path` via `importlib_resources`, which recent etils no longer installs.
-    url_infos = None
     RELEASE_NOTES = {"1.0.0": "DML split: classes 1-100 train, 101-200 test."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Place in the manual directory either the archive `CUB_200_2011.tgz` or the folder it unpacks
@@ -46,13 +40,9 @@ class Cub200(tfds.core.GeneratorBasedBuilder):
         ),
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return common.dataset_info(
-            self,
-            description="CUB-200-2011 birds, DML split by class (METHOD §5.2).",
-            homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
-            with_bbox=True,
-        )
+    DESCRIPTION = "CUB-200-2011 birds, DML split by class (METHOD §5.2)."
+    HOMEPAGE = "https://www.vision.caltech.edu/datasets/cub_200_2011/"
+    LABELS = "train labels 0-99, test labels 100-199; METHOD §5.2"
 
     def _split_generators(self, dl_manager):
         (root,) = common.resolve_manual_parts(self, dl_manager)
@@ -101,15 +91,4 @@ def read_annotations(root) -> list[tuple[str, int, np.ndarray]]:
     return rows
 
 
-def load_cub200(data_dir=None, manual_dir=None) -> DMLData:
-    """CUB-200-2011 as `DMLData` (train labels 0-99, test labels 100-199; METHOD §5.2).
-
-    Args:
-        data_dir: TFDS data directory (default None: TFDS's default).
-        manual_dir: folder with the downloaded files; when given and the data is not prepared
-            yet, it is prepared first (default None).
-
-    Returns:
-        DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
-    """
-    return common.load_train_test(Cub200, "cub200", data_dir, manual_dir)
+load_cub200 = reading.loader(Cub200)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData, Split
+from data_pipelines.builders import common, reading
 
 PARTITION = "Eval/list_eval_partition.txt"
 BBOXES = "Anno/list_bbox_inshop.txt"
@@ -15,7 +13,7 @@ BBOX_HEADER = ["image_name", "clothes_type", "pose_type", "x_1", "y_1", "x_2", "
 STATUSES = ("train", "query", "gallery")
 
 
-class InShop(tfds.core.GeneratorBasedBuilder):
+class InShop(common.BenchmarkBuilder):
     """DeepFashion In-Shop Clothes Retrieval split for deep metric learning (METHOD §5.5).
 
     Reads `Eval/list_eval_partition.txt` (line 1: count, line 2: header
@@ -32,10 +30,6 @@ class InShop(tfds.core.GeneratorBasedBuilder):
     """
 
     name = "ccpdml_inshop"
-    VERSION = tfds.core.Version("1.0.0")
-    # Nothing is downloaded, so no checksums file. Setting this also keeps TFDS 4.9.10 from
-    # resolving `code_path` via `importlib_resources`, which recent etils no longer installs.
-    url_infos = None
     RELEASE_NOTES = {"1.0.0": "DML split: train / query / gallery of list_eval_partition.txt."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     From the "In-shop Clothes Retrieval Benchmark" of DeepFashion
@@ -58,13 +52,13 @@ class InShop(tfds.core.GeneratorBasedBuilder):
         common.Part("img", (), ("img.zip", "Img/img.zip", "InShopClothesRetrievalBenchmark.zip")),
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return common.dataset_info(
-            self,
-            description="DeepFashion In-Shop, DML split: train / query / gallery (METHOD §5.5).",
-            homepage="https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html",
-            with_bbox=True,
-        )
+    DESCRIPTION = "DeepFashion In-Shop, DML split: train / query / gallery (METHOD §5.5)."
+    HOMEPAGE = "https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html"
+    TEST_SPLITS = ("query", "gallery")
+    LABELS = (
+        "train labels 0-3996; test = the query rows then the gallery rows, labels = item ids, "
+        "`test_query_count` set; METHOD §5.5"
+    )
 
     def _split_generators(self, dl_manager):
         lists_root, image_root = common.resolve_manual_parts(self, dl_manager)
@@ -141,32 +135,4 @@ def read_bboxes(path) -> dict[str, np.ndarray]:
     return boxes
 
 
-def load_inshop(data_dir=None, manual_dir=None) -> DMLData:
-    """In-Shop as `DMLData`: test = query rows then gallery rows, `test_query_count` set.
-
-    Args:
-        data_dir: TFDS data directory (default None: TFDS's default).
-        manual_dir: folder with the downloaded files; when given and the data is not prepared
-            yet, it is prepared first (default None).
-
-    Returns:
-        DMLData (train labels 0-3996; test labels = item ids; METHOD §5.5).
-    """
-    builder = common.prepared_builder(InShop, data_dir, manual_dir)
-    images, labels, names = common.collect_split(builder, "train")
-    train = Split.from_encoded(images, labels, name="inshop/train", origins=names)
-    query_images, query_labels, query_names = common.collect_split(builder, "query")
-    gallery_images, gallery_labels, gallery_names = common.collect_split(builder, "gallery")
-    test = Split.from_encoded(
-        np.concatenate([query_images, gallery_images]),
-        np.concatenate([query_labels, gallery_labels]),
-        name="inshop/test",
-        origins=np.concatenate([query_names, gallery_names]),
-    )
-    return DMLData(
-        "inshop",
-        train,
-        test,
-        test_query_count=len(query_labels),
-        default_preprocessing="caffe_bgr",
-    )
+load_inshop = reading.loader(InShop)

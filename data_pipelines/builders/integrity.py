@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines.builders.manual_files import ManualDataError
@@ -44,32 +43,22 @@ class UndecodableImagesError(ManualDataError):
 def undecodable_images(builder, progress: bool = True) -> list[tuple[str, str]]:
     """(split, file name) of every prepared image that does not decode as training decodes it.
 
-    Decodes each image once (`tf.io.decode_image`, 3 channels, as `Split.load_image`), with a
-    progress bar per split showing the total.
+    Reads each split as training does (`reading.load_split`) and decodes each image once
+    (`Split.undecodable_rows`), with a progress bar per split showing the total.
     """
-    import tensorflow as tf
     from tqdm import auto as tqdm
 
-    def decodes(index, example):
-        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-        return index, tf.shape(image)
+    from data_pipelines.builders import reading
 
     bad = []
     for split, info in builder.info.splits.items():
-        ds = builder.as_dataset(
-            split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
-        )
-        names = [n.decode("utf-8") for n in tfds.as_numpy(ds.map(lambda ex: ex["file_name"]))]
-        checked = ds.enumerate().map(decodes, num_parallel_calls=tf.data.AUTOTUNE)
-        good = set()
+        rows = reading.load_split(builder, [split], f"{builder.SHORT_NAME}/{split}")
         with tqdm.tqdm(
             total=info.num_examples, desc=f"Decoding {split} images", disable=not progress
         ) as bar:
-            for index, _ in checked.ignore_errors().as_numpy_iterator():
-                good.add(int(index))
-                bar.update(int(index) + 1 - bar.n)
+            failed = rows.undecodable_rows(progress=lambda n: bar.update(n - bar.n))
             bar.update(info.num_examples - bar.n)
-        bad += [(split, name) for i, name in enumerate(names) if i not in good]
+        bad += [(split, str(rows.origins[rows.rows[i]])) for i in failed]
     return bad
 
 

@@ -42,10 +42,14 @@ class Part:
     files: tuple[str, ...]
     archives: tuple[str, ...] = ()
 
+    def required(self) -> tuple[str, ...]:
+        """What must exist inside `root`: `files`, or the folder itself ("") when none."""
+        return self.files or ("",)
+
     def paths(self) -> list[str]:
-        """Expected paths relative to the manual directory (the folder itself if no files)."""
+        """Expected paths relative to the manual directory, one per `required()` entry."""
         prefix = f"{self.root}/" if self.root else ""
-        return [f"{prefix}{f}" for f in self.files] or [prefix or "./"]
+        return [f"{prefix}{f}" if f else (prefix or "./") for f in self.required()]
 
     def expected(self) -> list[str]:
         """Human-readable expected paths, with the archive alternative."""
@@ -67,10 +71,11 @@ def _root_candidates(base) -> list:
     return [base, *_children(base)]
 
 
-def _present(root, files: Sequence[str]) -> list[bool]:
+def _present(root, required: Sequence[str]) -> list[bool]:
+    """Whether each `Part.required()` entry exists in `root` ("" is `root` itself)."""
     if not root.is_dir():
-        return [False] * max(len(files), 1)
-    return [(root / f.rstrip("/")).exists() for f in files] or [True]
+        return [False] * len(required)
+    return [(root / f.rstrip("/")).exists() for f in required]
 
 
 def _find_root(bases, part: Part, searched: list, seen: list[bool]):
@@ -83,8 +88,8 @@ def _find_root(bases, part: Part, searched: list, seen: list[bool]):
     for root in candidates:
         if root not in searched:
             searched.append(root)
-        present = _present(root, part.files)
-        seen[:] = [a or b for a, b in zip(seen, present)]
+        present = _present(root, part.required())
+        seen[:] = [a or b for a, b in zip(seen, present, strict=True)]
         if all(present):
             return root
     return None
@@ -126,7 +131,7 @@ def resolve_parts(
     missing: list[str] = []
     found = []
     for part in parts:
-        seen = [False] * max(len(part.files), 1)
+        seen = [False] * len(part.required())
         root = _find_root([manual_dir], part, searched, seen)
         archives = [
             base / a
@@ -148,7 +153,7 @@ def resolve_parts(
                 break
             problems.append(f"{path} was extracted but does not hold {', '.join(part.paths())}")
         if root is None:
-            absent = [p for p, s in zip(part.paths(), seen) if not s] or part.paths()
+            absent = [p for p, s in zip(part.paths(), seen, strict=True) if not s] or part.paths()
             missing += absent
             if part.archives and not archives:
                 missing.append(f"  (nor the archive {' or '.join(part.archives)})")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import tensorflow_datasets as tfds
-
-from data_pipelines.builders import common
-from data_pipelines.dataset import DMLData
+from data_pipelines.builders import common, reading
 
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
 
-class Sop(tfds.core.GeneratorBasedBuilder):
+class Sop(common.BenchmarkBuilder):
     """Stanford Online Products split for deep metric learning (METHOD §5.4).
 
     Reads `Stanford_Online_Products/Ebay_train.txt` and `Ebay_test.txt` (header
@@ -22,10 +19,6 @@ class Sop(tfds.core.GeneratorBasedBuilder):
     """
 
     name = "ccpdml_sop"
-    VERSION = tfds.core.Version("1.0.0")
-    # Nothing is downloaded, so no checksums file. Setting this also keeps TFDS 4.9.10 from
-    # resolving `code_path` via `importlib_resources`, which recent etils no longer installs.
-    url_infos = None
     RELEASE_NOTES = {"1.0.0": "DML split: Ebay_train.txt / Ebay_test.txt."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Place in the manual directory either the archive `Stanford_Online_Products.zip` or the
@@ -49,13 +42,10 @@ class Sop(tfds.core.GeneratorBasedBuilder):
         ),
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return common.dataset_info(
-            self,
-            description="Stanford Online Products, DML split (METHOD §5.4).",
-            homepage="https://cvgl.stanford.edu/projects/lifted_struct/",
-            with_bbox=False,
-        )
+    DESCRIPTION = "Stanford Online Products, DML split (METHOD §5.4)."
+    HOMEPAGE = "https://cvgl.stanford.edu/projects/lifted_struct/"
+    WITH_BBOX = False
+    LABELS = "train labels 0-11317, test labels 11318-22633; METHOD §5.4"
 
     def _split_generators(self, dl_manager):
         (root,) = common.resolve_manual_parts(self, dl_manager)
@@ -93,15 +83,4 @@ def read_list(path) -> list[tuple[str, int]]:
     return rows
 
 
-def load_sop(data_dir=None, manual_dir=None) -> DMLData:
-    """Stanford Online Products as `DMLData` (train labels 0-11317; METHOD §5.4).
-
-    Args:
-        data_dir: TFDS data directory (default None: TFDS's default).
-        manual_dir: folder with the downloaded files; when given and the data is not prepared
-            yet, it is prepared first (default None).
-
-    Returns:
-        DMLData whose splits hold the encoded JPEG bytes in the prepared row order.
-    """
-    return common.load_train_test(Sop, "sop", data_dir, manual_dir)
+load_sop = reading.loader(Sop)

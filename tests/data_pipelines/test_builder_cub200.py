@@ -5,8 +5,6 @@ in classes 1, 100 and 101 around the train/test boundary (classes ≤ 100 train)
 `CUB_200_2011.tgz` like the official archive.
 """
 
-import tarfile
-
 import fake_benchmarks
 import numpy as np
 import pytest
@@ -28,16 +26,13 @@ def write_fake_cub(folder):
     return fake_benchmarks.write_fake_cub(folder, counts, size=(6, 4))
 
 
+def pack_cub(src, manual):
+    fake_benchmarks.pack_tgz(src / "CUB_200_2011", manual / "CUB_200_2011.tgz", "CUB_200_2011")
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory, no_network):
-    src = tmp_path_factory.mktemp("cub_src")
-    rows = write_fake_cub(src)
-    manual = tmp_path_factory.mktemp("cub_manual")
-    with tarfile.open(manual / "CUB_200_2011.tgz", "w:gz") as tar:
-        tar.add(src / "CUB_200_2011", arcname="CUB_200_2011")
-    data_dir = tmp_path_factory.mktemp("cub_data")
-    sizes = prepare("cub200", manual, data_dir, progress=False)
-    return {"rows": rows, "src": src, "data_dir": data_dir, "sizes": sizes}
+    return fake_benchmarks.prepared_fake(tmp_path_factory, "cub200", write_fake_cub, pack_cub)
 
 
 def test_split_sizes_from_archive(fake):
@@ -79,8 +74,8 @@ def test_bbox_and_file_name(fake):
     from data_pipelines.builders import Cub200
 
     builder = Cub200(data_dir=str(fake["data_dir"]))
-    ds = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})
-    first = next(iter(tfds.as_numpy(ds)))
+    ds = builder.as_data_source(split="test", decoders={"image": tfds.decode.SkipDecoding()})
+    first = ds[0]
     i, rel, _, (x, y, w, h), _ = [r for r in fake["rows"] if r[2] > 100][0]
     assert first["file_name"].decode() == rel
     np.testing.assert_allclose(first["bbox"], [y, x, y + h, x + w])
@@ -112,17 +107,16 @@ def test_extracted_folder_via_cli(fake, tmp_path, capsys):
 def test_missing_file_lists_every_expected_file(tmp_path, no_network):
     write_fake_cub(tmp_path / "manual")
     (tmp_path / "manual" / "CUB_200_2011" / "bounding_boxes.txt").unlink()
-    with pytest.raises(MissingManualFilesError) as err:
-        prepare("cub200", tmp_path / "manual", tmp_path / "data", progress=False)
-    msg = str(err.value)
-    for expected in (
+    expected = (
         "CUB_200_2011/images.txt",
         "CUB_200_2011/bounding_boxes.txt",
         "CUB_200_2011/images/",
         "CUB_200_2011.tgz",
         str(tmp_path / "manual" / "CUB_200_2011"),
-    ):
-        assert expected in msg
+    )
+    fake_benchmarks.missing_files_message(
+        "cub200", tmp_path / "manual", tmp_path / "data", expected
+    )
     assert not (tmp_path / "data" / "ccpdml_cub200" / "1.0.0").exists()
 
 

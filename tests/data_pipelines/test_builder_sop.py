@@ -5,8 +5,6 @@ Ebay_test.txt, bicycle_final/, chair_final/}, with real-range class ids: train i
 test ids 11319, 11320 and 22634 (labels = class_id − 1).
 """
 
-import zipfile
-
 import fake_benchmarks
 import numpy as np
 import pytest
@@ -22,17 +20,15 @@ def write_fake_sop(folder):
     return fake_benchmarks.write_fake_sop(folder, TRAIN, TEST, size=(4, 4))
 
 
+def pack_sop(src, manual):
+    fake_benchmarks.pack_zip(
+        src, manual / "Stanford_Online_Products.zip", "Stanford_Online_Products"
+    )
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory, no_network):
-    src = tmp_path_factory.mktemp("sop_src")
-    rows = write_fake_sop(src)
-    manual = tmp_path_factory.mktemp("sop_manual")
-    with zipfile.ZipFile(manual / "Stanford_Online_Products.zip", "w") as zf:
-        for path in sorted((src / "Stanford_Online_Products").rglob("*")):
-            zf.write(path, path.relative_to(src).as_posix())
-    data_dir = tmp_path_factory.mktemp("sop_data")
-    sizes = prepare("sop", manual, data_dir, progress=False)
-    return {"rows": rows, "data_dir": data_dir, "sizes": sizes}
+    return fake_benchmarks.prepared_fake(tmp_path_factory, "sop", write_fake_sop, pack_sop)
 
 
 def test_split_sizes(fake):
@@ -52,16 +48,15 @@ def test_labels_are_class_id_minus_one_in_file_order(fake):
 def test_missing_list_file_lists_every_expected_file(tmp_path, no_network):
     write_fake_sop(tmp_path / "manual")
     (tmp_path / "manual" / "Stanford_Online_Products" / "Ebay_test.txt").unlink()
-    with pytest.raises(MissingManualFilesError) as err:
-        prepare("sop", tmp_path / "manual", tmp_path / "data", progress=False)
-    msg = str(err.value)
-    for expected in (
+    expected = (
         "Stanford_Online_Products/Ebay_train.txt",
         "Stanford_Online_Products/Ebay_test.txt",
         "Stanford_Online_Products.zip",
         str(tmp_path / "manual" / "Stanford_Online_Products"),
-    ):
-        assert expected in msg
+    )
+    msg = fake_benchmarks.missing_files_message(
+        "sop", tmp_path / "manual", tmp_path / "data", expected
+    )
     not_found = msg.split("Not found:")[1].split("Searched in:")[0]
     assert "Ebay_test.txt" in not_found
     assert "Ebay_train.txt" not in not_found
