@@ -21,11 +21,17 @@ its columns, half the multiply-adds of a full search.
 `top_k_chunk` / `PAD_KEY` are the earlier full-row selection, used by `ccpdml.retrieval`.
 """
 
+import concurrent.futures
+import contextlib
+import functools
+import threading
+
 import numpy as np
 
 # Padded reference columns get this key: larger than any real key (|key| <= ~3 after the ball
 # projection), finite so that the float32 matmul never meets inf.
 PAD_KEY = np.float32(1e30)
+_SUB_ROWS = 256  # rows of a tile computed and scanned at once (a cache-sized piece)
 _SAMPLE = 512  # at most this many columns (1/8 of them) in the sample for the thresholds
 
 
@@ -129,7 +135,7 @@ class _Store:
         self.budget = max(2 * self.size, 16 * self.n_rows)
 
 
-def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=None):
+def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=None, workers=None):
     """Indices of the k[i] smallest keys ‖r_j‖² − 2<q_i, r_j> per query, ties to the lower j.
 
     Args:
@@ -139,10 +145,13 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=
         symmetric: leave-one-out on q (references = queries, query i excludes itself), computing
             only the upper-triangle tiles. Default False.
         exclude: optional int array [Nq]: reference excluded for each query (−1 for none).
-        block: rows and columns per tile, default 2048 (memory ~ 3 · 4 · block² bytes + the
-            candidates, O(N · k)).
+        block: rows and columns per tile, default 2048 (memory ~ 5 · block² bytes per worker +
+            the candidates, O(N · k)).
         progress: None (default) or a callable `progress(rows_done)` called after each block of
             query rows but the last.
+        workers: threads computing tiles, default None: as many as numpy's BLAS uses, each tile's
+            product then single-threaded (threadpoolctl), so that the selection of one tile runs
+            beside the product of the next; 1 runs the tiles in order in this thread.
 
     Returns:
         int64 [Nq, max k]: row i holds its k[i] neighbours nearest first, then −1.
@@ -156,41 +165,154 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=
         raise ValueError(
             f"k must be in 1..{limit} for {nr} references; received {k.min()}..{k.max()}."
         )
-    block, eps = max(1, int(block)), _error_bound(q, r)
+    block = max(1, int(block))
     sq = np.einsum("ij,ij->i", r, r).astype(np.float32)
     thr = _sample_thresholds(q, r, sq, k, symmetric, exclude, block)
-    starts = list(range(0, nq, block))
-    stores = [_Store(min(block, nq - s)) for s in starts]
+    search = _TileSearch(q, r, sq, k, thr, symmetric, exclude, block)
     out = np.full((nq, int(k.max())), -1, dtype=np.int64)
-    ref_starts = starts if symmetric else list(range(0, nr, block))
-    g_max = float(np.sqrt(sq.max()) * np.sqrt(np.einsum("ij,ij->i", q, q).max()))
-    for bi, i0 in enumerate(starts):
-        i1 = min(i0 + block, nq)
-        xi, store = q[i0:i1], stores[bi]
-        store.compact(thr[i0:i1], k[i0:i1], eps)
-        first = bi if symmetric else 0
-        for bj in range(first, len(ref_starts)):
-            j0 = ref_starts[bj]
-            j1 = min(j0 + block, nr)
-            g = xi @ r[j0:j1].T
-            ex = None if exclude is None else exclude[i0:i1] - j0
-            if symmetric and bj == bi:
-                ex = np.arange(i1 - i0)  # the query itself
-            floor = _gram_floor(sq[j0:j1].min(), thr[i0:i1], g_max)
-            _scan(g, sq[j0:j1], thr[i0:i1], store, j0, ex, floor)
-            if symmetric and bj > bi:  # the same tile serves the rows of block bj
-                other = stores[bj]
-                floor = _gram_floor(sq[i0:i1].min(), thr[j0:j1], g_max)
-                _scan(g, sq[i0:i1], thr[j0:j1], other, i0, None, floor, transposed=True)
-                if other.size > other.budget:
-                    other.compact(thr[j0:j1], k[j0:j1], eps)
-            if store.size > store.budget:
-                store.compact(thr[i0:i1], k[i0:i1], eps)
-        out[i0:i1] = _finish(store, q, r, i0, k[i0:i1], thr[i0:i1], eps, out.shape[1])
-        stores[bi] = None
-        if progress is not None and i1 < nq:
-            progress(i1)
+    with _tile_threads(workers) as run:
+        for bi, i1 in run(search):
+            out[bi * block : i1] = search.finish(bi, out.shape[1])
+            if progress is not None and i1 < nq:
+                progress(i1)
     return out
+
+
+@contextlib.contextmanager
+def _tile_threads(workers):
+    """Yields run(search): an iterator of (row block, its end) in order, tiles on `workers`."""
+    limits = None
+    if workers is None or workers > 1:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # tiles in order on a multi-threaded BLAS
+            workers = workers or 1
+        else:
+            limits = threadpool_limits(limits=1, user_api="blas")
+            workers = workers or max([1, *limits.get_original_num_threads().values()])
+    try:
+        if workers <= 1:
+            yield _run_sequential
+        else:
+            with concurrent.futures.ThreadPoolExecutor(int(workers)) as pool:
+                yield functools.partial(_run_pool, pool)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+def _run_sequential(search):
+    done = 0
+    for bi, need in enumerate(search.needed):
+        while done < need:
+            search.tile(*search.order[done])
+            done += 1
+        yield bi, min((bi + 1) * search.block, search.nq)
+
+
+def _run_pool(pool, search):
+    futures = [pool.submit(search.tile, bi, bj) for bi, bj in search.order]
+    try:
+        for bi, need in enumerate(search.needed):
+            for f in futures[:need]:
+                f.result()
+            yield bi, min((bi + 1) * search.block, search.nq)
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+class _TileSearch:
+    """The tiles of one search, in order, and the per-row-block candidate stores they feed.
+
+    Symmetric: the diagonal tiles first (each row block's own columns tighten its thresholds
+    before the long sweep), then the upper triangle row by row. `needed[b]`: how many tiles of
+    `order` must be done before row block b is complete. Workers run `tile` concurrently: the
+    product and the compare against the row floors run without the lock (thresholds only
+    decrease, so a floor read early is merely looser); stores and thresholds change under it.
+    """
+
+    def __init__(self, q, r, sq, k, thr, symmetric, exclude, block):
+        self.q, self.r, self.sq, self.k, self.thr = q, r, sq, k, thr
+        self.symmetric, self.exclude, self.block, self.nq = symmetric, exclude, block, q.shape[0]
+        self.eps = _error_bound(q, r)
+        self.g_max = float(np.sqrt(sq.max()) * np.sqrt(np.einsum("ij,ij->i", q, q).max()))
+        nb, nbr = -(-self.nq // block), -(-r.shape[0] // block)
+        self.stores = [_Store(min(block, self.nq - b * block)) for b in range(nb)]
+        if symmetric:
+            self.order = [(b, b) for b in range(nb)]
+            self.order += [(bi, bj) for bi in range(nb) for bj in range(bi + 1, nb)]
+            self.needed = [nb + (bi + 1) * (2 * nb - bi - 2) // 2 for bi in range(nb)]
+            self.needed[-1] = len(self.order)
+        else:
+            self.order = [(bi, bj) for bi in range(nb) for bj in range(nbr)]
+            self.needed = [(bi + 1) * nbr for bi in range(nb)]
+        self.lock, self.local = threading.Lock(), threading.local()
+
+    def _buffers(self, rows, cols):
+        if not hasattr(self.local, "g"):
+            self.local.g = np.empty(_SUB_ROWS * self.block, np.float32)
+            self.local.mask = np.empty(_SUB_ROWS * self.block, bool)
+        n = rows * cols
+        return self.local.g[:n].reshape(rows, cols), self.local.mask[:n].reshape(rows, cols)
+
+    def tile(self, bi, bj):
+        """Scan the Gram tile (bi, bj) for its rows (and its columns, above the diagonal).
+
+        The tile is computed `_SUB_ROWS` rows at a time into a per-thread buffer that stays in
+        cache while it is compared against the row floors (`_gram_floor`) and, for the lower
+        side of a symmetric tile, the column floors. Only the few hits are keyed.
+        """
+        b, nr = self.block, self.r.shape[0]
+        i0, j0 = bi * b, bj * b
+        i1, j1 = min(i0 + b, self.nq), min(j0 + b, nr)
+        side_t = self.symmetric and bj > bi  # the same tile serves the rows of block bj
+        floor = _gram_floor(self.sq[j0:j1].min(), self.thr[i0:i1], self.g_max)
+        if side_t:
+            floor_t = _gram_floor(self.sq[i0:i1].min(), self.thr[j0:j1], self.g_max)[None, :]
+        found, found_t = [], []
+        for s0 in range(i0, i1, _SUB_ROWS):
+            s1 = min(s0 + _SUB_ROWS, i1)
+            g, mask = self._buffers(s1 - s0, j1 - j0)
+            np.matmul(self.q[s0:s1], self.r[j0:j1].T, out=g)
+            hits = np.flatnonzero(np.greater_equal(g, floor[s0 - i0 : s1 - i0, None], out=mask))
+            found.append((hits // g.shape[1] + (s0 - i0), hits % g.shape[1], g.reshape(-1)[hits]))
+            if side_t:
+                hits = np.flatnonzero(np.greater_equal(g, floor_t, out=mask))
+                found_t.append((hits % g.shape[1], hits // g.shape[1] + s0, g.reshape(-1)[hits]))
+        ex = None if self.exclude is None else self.exclude[i0:i1] - j0
+        if self.symmetric and bj == bi:
+            ex = np.arange(i1 - i0)  # the query itself
+        with self.lock:
+            self._add(bi, j0, *map(np.concatenate, zip(*found)), ex)
+            if side_t:
+                self._add(bj, 0, *map(np.concatenate, zip(*found_t)), None)
+
+    def _add(self, bi, col0, rows, cols, g_vals, exclude_local):
+        """Key the hits fl(‖r‖² − 2g), keep those <= thr (and not excluded), store them."""
+        i0 = bi * self.block
+        store = self.stores[bi]
+        thr, k = self.thr[i0 : i0 + store.n_rows], self.k[i0 : i0 + store.n_rows]
+        cols = cols + col0
+        keys = self.sq[cols] - np.float32(2.0) * g_vals
+        keep = keys <= thr[rows]
+        if exclude_local is not None:
+            keep &= cols - col0 != exclude_local[rows]
+        store.add(rows[keep], cols[keep], keys[keep])
+        if store.size > store.budget:
+            store.compact(thr, k, self.eps)
+
+    def finish(self, bi, width):
+        """Exact re-keying of a complete row block's candidates; [rows, width] nearest first."""
+        store, self.stores[bi] = self.stores[bi], None
+        i0 = bi * self.block
+        thr, k = self.thr[i0 : i0 + store.n_rows], self.k[i0 : i0 + store.n_rows]
+        store.compact(thr, k, self.eps)
+        rows, cols, _ = store.arrays()
+        qd = self.q[rows + i0].astype(np.float64)
+        rd = self.r[cols].astype(np.float64)
+        exact = np.einsum("ij,ij->i", rd, rd) - 2.0 * np.einsum("ij,ij->i", qd, rd)
+        return _first_k_per_row(rows, cols, exact.astype(np.float32), k, store.n_rows, width)
 
 
 def _sample_thresholds(q, r, sq, k, symmetric, exclude, block):
@@ -224,34 +346,3 @@ def _gram_floor(sq_min, thr, g_max):
     slack = 2.0**-20 * (abs(sq_min) + np.abs(thr) + 2.0 * g_max)
     c = ((sq_min - thr - slack) / 2.0).astype(np.float32)
     return np.nextafter(c, np.float32(-np.inf))  # inf thresholds give -inf: every entry passes
-
-
-def _scan(g, sq_keys, thr, store, col0, exclude_local, floor, transposed=False):
-    """Add to `store` the entries of the Gram tile g whose key passes thr[row].
-
-    Rows are g's rows, or its columns when `transposed` (the lower-triangle side of a symmetric
-    tile). One compare of g against a per-row floor (`_gram_floor`) finds the few entries that
-    can pass; only those are keyed, fl(‖r‖² − 2g) as the full product would, and tested against
-    thr. `exclude_local` [rows] is the column excluded in each row (−1: none).
-    """
-    idx = np.flatnonzero(g >= (floor[None, :] if transposed else floor[:, None]))
-    if idx.size == 0:
-        return
-    rows, cols = np.divmod(idx, g.shape[1])
-    if transposed:
-        rows, cols = cols, rows
-    keys = sq_keys[cols] - np.float32(2.0) * g.reshape(-1)[idx]
-    keep = keys <= thr[rows]
-    if exclude_local is not None:
-        keep &= cols != exclude_local[rows]
-    store.add(rows[keep], cols[keep] + col0, keys[keep])
-
-
-def _finish(store, q, r, row0, k, thr, eps, width):
-    """Exact re-keying of a complete block's candidates; [rows, width] nearest first."""
-    store.compact(thr, k, eps)
-    rows, cols, _ = store.arrays()
-    qd = q[rows + row0].astype(np.float64)
-    rd = r[cols].astype(np.float64)
-    exact = (np.einsum("ij,ij->i", rd, rd) - 2.0 * np.einsum("ij,ij->i", qd, rd)).astype(np.float32)
-    return _first_k_per_row(rows, cols, exact, k, store.n_rows, width)
