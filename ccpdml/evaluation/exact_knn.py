@@ -170,6 +170,8 @@ def exact_top_k(q, r, k, *, symmetric=False, exclude=None, block=2048, progress=
     thr = _sample_thresholds(q, r, sq, k, symmetric, exclude, block)
     search = _TileSearch(q, r, sq, k, thr, symmetric, exclude, block)
     out = np.full((nq, int(k.max())), -1, dtype=np.int64)
+    if len(search.order) < 2:
+        workers = 1  # one tile: nothing to overlap
     with _tile_threads(workers) as run:
         for bi, i1 in run(search):
             out[bi * block : i1] = search.finish(bi, out.shape[1])
