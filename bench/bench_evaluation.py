@@ -7,13 +7,16 @@ ccpdml metrics (`retrieval_metrics(emb, labels)`, leave-one-out) and, when `fais
 a faiss kNN search alone (`IndexFlatIP` on the same ball-projected vectors, or `IndexFlatL2`;
 k = largest class + 1, the query itself included) in interleaved rounds (AB, BA, ...), after one
 warm-up call of each. Reported per difficulty: the median over rounds of the per-round ratio
-ccpdml / faiss (target ≤ 0.7) and the worker's peak RSS right after the first ccpdml call
-(data and imports included; target ≤ 2 GB), with the metrics themselves.
+ccpdml / faiss (target ≤ 0.7, met or not) and the worker's peak RSS right after the first
+ccpdml call (data and imports included; target ≤ 2 GB), with the metrics themselves, the 1-minute
+load average before and after the rounds, and the threads of each side: ccpdml's tile workers
+(one per BLAS thread, each product single-threaded) and faiss's OpenMP threads, all cores on both
+sides.
 
-The worker loads `ccpdml/evaluation/{exact_knn,retrieval}.py` by file path, without importing
-the `ccpdml` package (and so TensorFlow), and may run under another interpreter: faiss is not in
-the project's venv, so pass `--python /path/to/python` (or set CCPDML_BENCH_FAISS_PYTHON) to an
-environment with numpy and faiss-cpu; without faiss the ratio is skipped.
+The worker loads `ccpdml/evaluation/{tile_search,exact_knn,retrieval}.py` by file path, without
+importing the `ccpdml` package (and so TensorFlow), and may run under another interpreter: faiss is
+not in the project's venv, so pass `--python /path/to/python` (or set CCPDML_BENCH_FAISS_PYTHON) to
+an environment with numpy and faiss-cpu; without faiss the ratio is skipped.
 
 Usage:
     python bench/bench_evaluation.py [--json OUT] [--difficulties clustered,hard] [--rounds 3]
@@ -36,6 +39,7 @@ from _common import REPO, peak_rss_mb, print_result, run_worker
 # noise: per-image Gaussian noise of make_data (class centres keep spread 0.5). Calibrated at
 # 60,502 × 128: noise 0.75 → MAP@R 0.414, 0.85 → 0.227, 0.88 → 0.188 (0.87 → ≈ 0.20).
 DIFFICULTIES = {"clustered": {"noise": 0.75}, "hard": {"noise": 0.87}}
+TARGET_RATIO = 0.7  # issue 16 item 1: ccpdml ≤ 0.7 × the faiss flat kNN on every difficulty
 
 
 def make_data(n=60502, num_classes=11316, dim=128, seed=0, spread=0.5, noise=0.75):
@@ -70,7 +74,7 @@ def load_retrieval():
             stub.__path__ = []
             sys.modules[name] = stub
     module = None
-    for name in ("exact_knn", "retrieval"):
+    for name in ("tile_search", "exact_knn", "retrieval"):
         path = os.path.join(REPO, "ccpdml", "evaluation", f"{name}.py")
         spec = importlib.util.spec_from_file_location(f"ccpdml.evaluation.{name}", path)
         module = importlib.util.module_from_spec(spec)
@@ -79,7 +83,23 @@ def load_retrieval():
     return module
 
 
+def _threads(faiss):
+    """Threads of each side: numpy's BLAS (= ccpdml's tile workers) and faiss's OpenMP."""
+    out = {}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        out["blas"] = None  # exact_top_k then runs its tiles in order on the BLAS's own threads
+    else:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        out["blas"] = max(blas, default=None)
+    if faiss is not None:
+        out["faiss_omp"] = faiss.omp_get_max_threads()
+    return out
+
+
 def _worker(args):
+    load_start = os.getloadavg()[0]
     retrieval = load_retrieval()
     emb, labels = make_data(args.n, args.classes, args.dim, args.seed, noise=args.noise)
     k = int(np.bincount(labels).max()) + 1  # largest class + 1 (the query itself is indexed)
@@ -114,7 +134,8 @@ def _worker(args):
             times[name].append(time.perf_counter() - start)
             if name == "ccpdml" and metrics is None:
                 metrics, rss_peak = result, peak_rss_mb()
-    out = {"ccpdml_s": times["ccpdml"], "metrics": metrics, "k": k}
+    out = {"ccpdml_s": times["ccpdml"], "metrics": metrics, "k": k, "threads": _threads(faiss)}
+    out["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     out.update(rss_before_mb=rss_before, peak_rss_mb=rss_peak)
     if times["faiss"]:
         ratios = [a / b for a, b in zip(times["ccpdml"], times["faiss"])]
@@ -164,7 +185,9 @@ def main(argv=None):
         result, proc = run_worker(cmd, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         if result is None:
             raise RuntimeError(f"{name} worker ({args.python}) failed:\n{proc.stderr[-3000:]}")
-        result.update(DIFFICULTIES[name])
+        result.update(DIFFICULTIES[name], target_ratio=TARGET_RATIO)
+        if "ratio" in result:
+            result["met"] = result["ratio"] <= TARGET_RATIO
         figures["difficulties"][name] = result
         m = result["metrics"]
         line = (
@@ -176,10 +199,16 @@ def main(argv=None):
             line += (
                 f"; faiss IndexFlat{args.faiss_index.upper()} k={result['k']} median "
                 f"{statistics.median(result['faiss_s']):.1f} s; ratio ccpdml/faiss "
-                f"{result['ratio']:.2f} (rounds {', '.join(f'{x:.2f}' for x in result['ratios'])})"
+                f"{result['ratio']:.2f} (rounds {', '.join(f'{x:.2f}' for x in result['ratios'])}), "
+                f"target ≤ {TARGET_RATIO}: {'met' if result['met'] else 'NOT met'}"
             )
         else:
             line += "; faiss comparison skipped (--skip-faiss or faiss not importable)"
+        th, load = result["threads"], result["loadavg_1min"]
+        line += (
+            f"; threads: ccpdml {th['blas'] or 1} tile workers, faiss {th.get('faiss_omp', '-')} "
+            f"OpenMP; load average (1 min) {load[0]:.2f} → {load[1]:.2f}"
+        )
         print(line, flush=True)
     if args.json:
         tmp = args.json + ".tmp"

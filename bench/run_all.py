@@ -386,7 +386,8 @@ def figures(jobs):
                     "faiss not importable by the worker: no comparison"
                     if ratio is None
                     else f"median of {len(d['ratios'])} interleaved rounds (per-round "
-                    f"{', '.join(f'{x:.2f}' for x in d['ratios'])}); faiss k={d['k']}",
+                    f"{', '.join(f'{x:.2f}' for x in d['ratios'])}); faiss k={d['k']}"
+                    + _knn_threads_note(d),
                 )
             )
             rows.append(
@@ -621,6 +622,17 @@ def notes(jobs):
     """The notes of RESULTS.md: the item-1 summary of this run, then the fixed notes."""
     first = _overhead_note(jobs)
     return ([first] if first else []) + NOTES
+
+
+def _knn_threads_note(d):
+    """'; threads ..., load ...' of a bench_evaluation difficulty ('' for older JSON)."""
+    if "threads" not in d:
+        return ""
+    th, load = d["threads"], d["loadavg_1min"]
+    return (
+        f"; threads: ccpdml {th.get('blas') or 1} tile workers, faiss "
+        f"{th.get('faiss_omp', '-')} OpenMP; load (1 min) {load[0]:.2f} → {load[1]:.2f}"
+    )
 
 
 def main(argv=None):

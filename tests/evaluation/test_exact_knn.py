@@ -36,6 +36,19 @@ def test_symmetric_matches_reference_with_per_row_k(block):
     np.testing.assert_array_equal(got, _reference(x, x, k, exclude=np.arange(700)))
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_worker_threads_give_the_same_neighbours(workers):
+    """Many small tiles (block 64) on 1-3 threads: the stores are shared, the result is not."""
+    x = _data(900, 8, 10)
+    k = np.random.default_rng(11).integers(1, 16, 900)
+    ref = _reference(x, x, k, exclude=np.arange(900))
+    got = exact_top_k(x, None, k, symmetric=True, block=64, workers=workers)
+    np.testing.assert_array_equal(got, ref)
+    q = _data(500, 8, 12)
+    got = exact_top_k(q, x, k[:500], block=64, workers=workers)
+    np.testing.assert_array_equal(got, _reference(q, x, k[:500]))
+
+
 def test_query_gallery_with_exclude_matches_reference():
     q, r = _data(300, 6, 2), _data(900, 6, 3)
     exclude = np.random.default_rng(4).integers(-1, 900, 300)
