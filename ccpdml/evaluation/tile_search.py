@@ -44,7 +44,7 @@ class _Store:
         if not self.parts:
             empty = np.empty(0, np.int64)
             return empty, empty, np.empty(0, np.float32)
-        rows, cols, vals = (np.concatenate(p) for p in zip(*self.parts))
+        rows, cols, vals = (np.concatenate(p) for p in zip(*self.parts, strict=True))
         return rows, cols, vals
 
     def compact(self, thr, k, eps):
@@ -183,9 +183,9 @@ class TileSearch:
         if self.symmetric and bj == bi:
             ex = np.arange(i1 - i0)  # the query itself
         with self.lock:
-            self._add(bi, j0, *map(np.concatenate, zip(*found)), ex)
+            self._add(bi, j0, *map(np.concatenate, zip(*found, strict=True)), ex)
             if side_t:
-                self._add(bj, 0, *map(np.concatenate, zip(*found_t)), None)
+                self._add(bj, 0, *map(np.concatenate, zip(*found_t, strict=True)), None)
 
     def _add(self, bi, col0, rows, cols, g_vals, exclude_local):
         """Key the hits fl(‖r‖² − 2g), keep those <= thr (and not excluded), store them."""
