@@ -1,13 +1,82 @@
-"""Running means of the unweighted CCP terms, as Keras metrics (per-term logs, NaN guard)."""
+"""The unweighted CCP terms of the current step, computed once by `CCPLoss` and logged as metrics.
+
+`CCPLoss.call` computes its three terms once and records them here (`record_terms`); the
+`CCPTermMean` metrics of the same training step read that record (`recorded_terms`) instead of
+computing the terms a second time (bench/bench_ccp_overhead.py `--term-metrics` measures the cost
+this saves). A record belongs to one computation: the thread it ran in (`MirroredStrategy` runs
+every replica in its own thread, so each replica reads its own values) and, inside a
+`tf.function`, the graph being traced; eagerly, the very `y_pred` tensor the loss received. The
+metric computes the term itself when no record matches (a metric used on its own, Keras' symbolic
+build of the metrics, eager multi-replica steps).
+"""
+
+import threading
 
 import keras
+import tensorflow as tf
 
 CCP_TERMS = ("in_batch", "proxy", "proximal")
 
 
+class _Record:
+    """Per-thread slot with the terms of a loss's latest computation (never copied or pickled)."""
+
+    def __init__(self):
+        self.local = threading.local()
+
+    def __deepcopy__(self, memo):
+        return _Record()
+
+    def __reduce__(self):
+        return (_Record, ())
+
+
+def _graph():
+    """The graph being traced (a `tf.function`), or None when executing eagerly."""
+    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+
+
+def record_terms(loss, y_pred, terms, gathered=False):
+    """Keep `terms` ({"in_batch", "proxy", "proximal"}) as `loss`'s computation on `y_pred`.
+
+    Args:
+        loss: the `CCPLoss` that computed them.
+        y_pred: the embeddings it received.
+        terms: dict of scalar tensors.
+        gathered: True when `y_pred` is the all-gathered global batch of a multi-replica step
+            (the metric then receives this replica's rows, another tensor of the same graph).
+    """
+    record = loss.__dict__.setdefault("_ccp_terms_record", _Record())
+    record.local.entry = (_graph(), y_pred, bool(gathered), dict(terms))
+
+
+def recorded_terms(loss, y_pred):
+    """The terms `loss` recorded for the computation `y_pred` belongs to, or None.
+
+    Matches the latest record of this thread when it was made in the graph being traced and on
+    `y_pred` itself (or on the global batch gathered from it, in a traced multi-replica step:
+    Keras' step calls the loss once per replica and trace); eagerly, only on `y_pred` itself.
+    """
+    record = getattr(loss, "__dict__", {}).get("_ccp_terms_record")
+    entry = getattr(record.local, "entry", None) if record is not None else None
+    if entry is None:
+        return None
+    graph, seen, gathered, terms = entry
+    if graph is not _graph():
+        return None
+    if seen is y_pred or (graph is not None and gathered):
+        return terms
+    return None
+
+
 @keras.saving.register_keras_serializable(package="ccpdml")
 class CCPTermMean(keras.metrics.Mean):
-    """Running mean of one unweighted CCP term, `ccp_loss.term(term, y, ŷ)` (that term only).
+    """Running mean of one unweighted CCP term of the loss the step minimised.
+
+    Reads the value `ccp_loss` computed for the same batch in the same step (the loss computes
+    each term once per step); computes `ccp_loss.term(term, y, ŷ)` itself only when the loss did
+    not run on this batch (e.g. the metric called on its own). All three terms are those of the
+    step's loss, i.e. with the weights and proxies before the step's update.
 
     Args:
         ccp_loss: the `CCPLoss` whose term is logged (not serialised: pass it again).
@@ -22,7 +91,17 @@ class CCPTermMean(keras.metrics.Mean):
         self.term = term
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        value = self.ccp_loss.term(self.term, y_true, y_pred)
+        terms = recorded_terms(self.ccp_loss, y_pred)
+        if terms is not None:
+            value = terms[self.term]
+        elif self.ccp_loss is None:
+            raise ValueError(
+                f"CCPTermMean {self.name!r} has no CCPLoss (ccp_loss=None, e.g. deserialised "
+                "from a config, which does not store the loss). Pass the model's loss: "
+                "model.compile(loss=loss, metrics=loss_term_metrics(loss))."
+            )
+        else:
+            value = self.ccp_loss.term(self.term, y_true, y_pred)
         return super().update_state(keras.ops.stop_gradient(value))
 
     def get_config(self):
