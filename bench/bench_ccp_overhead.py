@@ -65,7 +65,7 @@ def _build(
         model, loss = net, ContrastiveLoss()
     metrics = None
     if logged:  # the trainer's per-term running means (ccp_in_batch, ccp_proxy, ccp_proximal)
-        from ccpdml.train.guards import loss_term_metrics
+        from ccpdml.losses.ccp_terms import loss_term_metrics
 
         metrics = loss_term_metrics(loss)
     model.compile(

@@ -17,13 +17,14 @@ import keras
 import data_pipelines
 from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import check_workers_resume_together, fit_multi_worker
+from ccpdml.losses.ccp_terms import loss_term_metrics
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
 from ccpdml.train.evaluate import export_metadata, split_metrics
 from ccpdml.train.export import export_saved_model
 from ccpdml.train.faults import fault_callbacks, fault_point
-from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
+from ccpdml.train.nonfinite_guard import NonFiniteLossGuard
 from ccpdml.train.progress import RunProgress
 from ccpdml.train.rundir import atomic_save_npy, atomic_write_json
 from ccpdml.train.state import ResumableEarlyStopping, TrainingState
