@@ -160,7 +160,7 @@ class CCPLoss(CrossReplicaLoss):
         parts = self.components(y_true, y_pred)
         # The step's `CCPTermMean` metrics read these instead of computing the terms again.
         gathered = self.cross_replica_pairs and num_replicas_here() > 1
-        record_terms(self, y_pred, parts, gathered=gathered)
+        record_terms(y_pred, parts, gathered=gathered)
         return (
             self.in_batch_weight * parts["in_batch"]
             + self.proxy_weight * parts["proxy"]

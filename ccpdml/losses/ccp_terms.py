@@ -18,17 +18,9 @@ import tensorflow as tf
 CCP_TERMS = ("in_batch", "proxy", "proximal")
 
 
-class _Record:
-    """Per-thread slot with the terms of a loss's latest computation (never copied or pickled)."""
-
-    def __init__(self):
-        self.local = threading.local()
-
-    def __deepcopy__(self, memo):
-        return _Record()
-
-    def __reduce__(self):
-        return (_Record, ())
+# The latest record of each thread: (graph or None, y_pred, gathered, terms). One slot is enough:
+# the graph and the `y_pred` tensor identify the computation, hence the loss that made it.
+_LATEST = threading.local()
 
 
 def _graph():
@@ -36,29 +28,26 @@ def _graph():
     return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
 
 
-def record_terms(loss, y_pred, terms, gathered=False):
-    """Keep `terms` ({"in_batch", "proxy", "proximal"}) as `loss`'s computation on `y_pred`.
+def record_terms(y_pred, terms, gathered=False):
+    """Keep `terms` ({"in_batch", "proxy", "proximal"}) as the CCP loss's computation on `y_pred`.
 
     Args:
-        loss: the `CCPLoss` that computed them.
-        y_pred: the embeddings it received.
+        y_pred: the embeddings the loss received.
         terms: dict of scalar tensors.
         gathered: True when `y_pred` is the all-gathered global batch of a multi-replica step
             (the metric then receives this replica's rows, another tensor of the same graph).
     """
-    record = loss.__dict__.setdefault("_ccp_terms_record", _Record())
-    record.local.entry = (_graph(), y_pred, bool(gathered), dict(terms))
+    _LATEST.entry = (_graph(), y_pred, bool(gathered), dict(terms))
 
 
-def recorded_terms(loss, y_pred):
-    """The terms `loss` recorded for the computation `y_pred` belongs to, or None.
+def recorded_terms(y_pred):
+    """The terms the CCP loss recorded for the computation `y_pred` belongs to, or None.
 
     Matches the latest record of this thread when it was made in the graph being traced and on
     `y_pred` itself (or on the global batch gathered from it, in a traced multi-replica step:
     Keras' step calls the loss once per replica and trace); eagerly, only on `y_pred` itself.
     """
-    record = getattr(loss, "__dict__", {}).get("_ccp_terms_record")
-    entry = getattr(record.local, "entry", None) if record is not None else None
+    entry = getattr(_LATEST, "entry", None)
     if entry is None:
         return None
     graph, seen, gathered, terms = entry
@@ -73,13 +62,15 @@ def recorded_terms(loss, y_pred):
 class CCPTermMean(keras.metrics.Mean):
     """Running mean of one unweighted CCP term of the loss the step minimised.
 
-    Reads the value `ccp_loss` computed for the same batch in the same step (the loss computes
-    each term once per step); computes `ccp_loss.term(term, y, ŷ)` itself only when the loss did
+    Reads the value the CCP loss computed for the same batch in the same step (the loss computes
+    each term once per step; this also holds for a model loaded from `.keras`, whose metrics come
+    back without `ccp_loss`); computes `ccp_loss.term(term, y, ŷ)` itself only when the loss did
     not run on this batch (e.g. the metric called on its own). All three terms are those of the
     step's loss, i.e. with the weights and proxies before the step's update.
 
     Args:
-        ccp_loss: the `CCPLoss` whose term is logged (not serialised: pass it again).
+        ccp_loss: the `CCPLoss` whose term is logged, used when no computation of the loss on
+            the batch is found (not serialised).
         term: "in_batch", "proxy" or "proximal" (default "in_batch").
         **kwargs: `keras.metrics.Mean` arguments (default name "ccp_<term>").
     """
@@ -91,13 +82,14 @@ class CCPTermMean(keras.metrics.Mean):
         self.term = term
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        terms = recorded_terms(self.ccp_loss, y_pred)
+        terms = recorded_terms(y_pred)
         if terms is not None:
             value = terms[self.term]
         elif self.ccp_loss is None:
             raise ValueError(
-                f"CCPTermMean {self.name!r} has no CCPLoss (ccp_loss=None, e.g. deserialised "
-                "from a config, which does not store the loss). Pass the model's loss: "
+                f"CCPTermMean {self.name!r} found no CCPLoss computation on this batch and has "
+                "no ccp_loss to compute its term itself (ccp_loss=None, e.g. deserialised from "
+                "a config). Use it in a model compiled with a CCPLoss, or pass the loss: "
                 "model.compile(loss=loss, metrics=loss_term_metrics(loss))."
             )
         else:

@@ -73,7 +73,7 @@ def _data():
     return x, y
 
 
-def _model(strategy=None, run_eagerly=False, cross_replica_pairs=True):
+def _model(strategy=None, run_eagerly=False, cross_replica_pairs=True, counting=True):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         net = keras.Sequential(
@@ -91,9 +91,10 @@ def _model(strategy=None, run_eagerly=False, cross_replica_pairs=True):
         rng = np.random.default_rng(3)
         for anchor in state.anchors:  # anchors away from w: a non-zero proximal term
             anchor.assign(anchor + rng.normal(scale=0.3, size=anchor.shape).astype("float32"))
-        loss = CountingCCPLoss(
-            CountingContrastive(), state, cross_replica_pairs=cross_replica_pairs
+        ccp, base = (
+            (CountingCCPLoss, CountingContrastive) if counting else (CCPLoss, ContrastiveLoss)
         )
+        loss = ccp(base(), state, cross_replica_pairs=cross_replica_pairs)
         model.compile(
             optimizer=DMLAdam(1e-2),
             loss=loss,
@@ -184,3 +185,18 @@ def test_mirrored_logs_the_terms_of_the_loss_once_per_replica(cross_replica_pair
     assert set(_computations_per_loss_call().values()) == {(2, 1)}  # per replica and trace
     for name, value in expected.items():
         assert history.history[f"ccp_{name}"][0] == pytest.approx(value, rel=1e-5), name
+
+
+def test_a_loaded_model_logs_the_terms_of_its_loss(tmp_path):
+    """`.keras` does not store the metrics' loss: the loaded metrics read the loaded loss's terms
+    (having no loss, they could not compute them)."""
+    model, _ = _model(counting=False)
+    x, y = _data()
+    model.train_on_batch(x, y)
+    path = tmp_path / "ccp.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    expected = {k: float(v) for k, v in loaded.loss.components(y, loaded(x)).items()}
+    logs = loaded.train_on_batch(x, y, return_dict=True)
+    for name, value in expected.items():
+        assert logs[f"ccp_{name}"] == pytest.approx(value, rel=1e-5), name
