@@ -205,6 +205,17 @@ def run(args):
         if a and b:
             ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
             out[f"xla_speedup_{kind}"] = statistics.median(ratios)
+    out["rows"] = [
+        {
+            "what": f"{kind}/plain, {tag}",
+            "ratio": round(out[f"{kind}_over_plain_{tag}"], 3),
+            "target": TARGET,
+            "met": out[f"{kind}_over_plain_{tag}"] <= TARGET,
+        }
+        for tag in ("noxla", "xla")
+        for kind in ("ccp", "ccp_logged")
+        if f"{kind}_over_plain_{tag}" in out
+    ]
     return out
 
 
