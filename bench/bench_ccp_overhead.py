@@ -6,8 +6,9 @@ times: {plain `ContrastiveLoss()`, `CCPLoss(ContrastiveLoss(), ProxyBank(C, K))`
 fixed synthetic batch of 32 = 8 classes × 4 samples. The proximal term is active (λ = 2e-4, as in
 every problem instance after the first); `--ablate-proximal` adds a CCP variant without it
 (`regularization=0`, without XLA only), which splits the overhead into the proxy term and the
-proximal term; `--term-metrics` adds CCP with the trainer's per-term running means (the step
-`python -m ccpdml train` runs; without XLA only). The variants are interleaved within each round, in forward order in even rounds and
+proximal term; `--term-metrics` adds CCP as `python -m ccpdml train` runs it (without XLA only):
+compiled with the trainer's per-term running means (`loss_term_metrics`, which read the terms the
+loss computed) and followed by the trainer's `NonFiniteLossGuard` reading the step's logs. The variants are interleaved within each round, in forward order in even rounds and
 reversed in odd ones (ABCD, DCBA, ...), so that plain and CCP always run next to each other and a
 linear drift of the shared machine's speed cancels over two rounds; a round times `--steps` steps
 per variant, after one untimed warm-up round. Short rounds (one step for BN-Inception) keep the two
@@ -25,12 +26,15 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
 from _common import REPO, argument_parser, write_json
+
+TARGET = 1.03  # CCP/plain step time wanted everywhere, the trainer's logged step included
 
 
 def _build(
@@ -63,21 +67,28 @@ def _build(
         state.ccp_lambda.assign(state.lambda_for_instance(1))
     else:
         model, loss = net, ContrastiveLoss()
-    metrics = None
-    if logged:  # the trainer's per-term running means (ccp_in_batch, ccp_proxy, ccp_proximal)
-        from ccpdml.train.guards import loss_term_metrics
+    metrics = guard = None
+    if logged:  # the trainer's per-term running means and NaN guard (ccpdml/train/fold.py)
+        from ccpdml.losses.ccp_terms import loss_term_metrics
+        from ccpdml.train.nonfinite_guard import NonFiniteLossGuard
 
         metrics = loss_term_metrics(loss)
+        guard = NonFiniteLossGuard(steps_per_epoch=1)
     model.compile(
         optimizer=DMLAdam(learning_rate=1e-5), loss=loss, metrics=metrics, jit_compile=jit
     )
-    return model
+    if guard is not None:
+        guard.set_model(model)
+    return model, guard
 
 
-def _time_steps(model, x, y, steps):
+def _time_steps(model, guard, x, y, steps):
+    """Seconds per training step; with `guard`, each step's logs go through it as in `fit`."""
     start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
+    for i in range(steps):
+        logs = model.train_on_batch(x, y, return_dict=guard is not None)
+        if guard is not None:
+            guard.on_train_batch_end(i, logs)
     return (time.perf_counter() - start) / steps
 
 
@@ -102,6 +113,7 @@ def run(args):
     y = np.repeat(classes, args.samples_per_class).astype("int32")
     x = rng.standard_normal((y.size, *input_shape)).astype("float32")
     x, y = tf.constant(x), tf.constant(y)
+    load_start = os.getloadavg()
 
     variants = {}
     errors = {}
@@ -116,7 +128,7 @@ def run(args):
                 continue
             name = f"{kind}_{'xla' if jit else 'noxla'}"
             try:
-                model = _build(
+                model, guard = _build(
                     args.backbone,
                     input_shape,
                     args.num_classes,
@@ -130,17 +142,22 @@ def run(args):
                 start = time.perf_counter()
                 model.train_on_batch(x, y)  # trace + compile
                 compile_s = time.perf_counter() - start
-                variants[name] = {"model": model, "compile_s": compile_s, "times": []}
+                variants[name] = {
+                    "model": model,
+                    "guard": guard,
+                    "compile_s": compile_s,
+                    "times": [],
+                }
             except Exception as exc:  # report, e.g. an op XLA cannot compile
                 errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
     names = list(variants)
     for name in names:  # one untimed warm-up round
-        _time_steps(variants[name]["model"], x, y, args.steps)
+        _time_steps(variants[name]["model"], variants[name]["guard"], x, y, args.steps)
     for r in range(args.rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             v = variants[name]
-            v["times"].append(_time_steps(v["model"], x, y, args.steps))
+            v["times"].append(_time_steps(v["model"], v["guard"], x, y, args.steps))
 
     out = {
         "backbone": args.backbone,
@@ -154,6 +171,9 @@ def run(args):
         "steps_per_round": args.steps,
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
+        "target_ccp_over_plain": TARGET,
+        "loadavg_start": [round(v, 2) for v in load_start],
+        "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "variants": {},
         "errors": errors,
     }
@@ -185,6 +205,17 @@ def run(args):
         if a and b:
             ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
             out[f"xla_speedup_{kind}"] = statistics.median(ratios)
+    out["rows"] = [
+        {
+            "what": f"{kind}/plain, {tag}",
+            "ratio": round(out[f"{kind}_over_plain_{tag}"], 3),
+            "target": TARGET,
+            "met": out[f"{kind}_over_plain_{tag}"] <= TARGET,
+        }
+        for tag in ("noxla", "xla")
+        for kind in ("ccp", "ccp_logged")
+        if f"{kind}_over_plain_{tag}" in out
+    ]
     return out
 
 

@@ -21,7 +21,7 @@ SERIALIZABLE_MODULES = (
     "ccpdml.models.embedding_head",
 )
 # Registered when the trainer is imported (heavy: data pipelines, config); trainer-internal.
-TRAINER_MODULES = ("ccpdml.train.guards",)
+TRAINER_MODULES = ("ccpdml.train.nonfinite_guard",)
 
 
 _registering = False

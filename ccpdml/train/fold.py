@@ -17,6 +17,7 @@ import keras
 from ccpdml.atomic import atomic_save_npy, atomic_write_json
 from ccpdml.callbacks import CandidateStream, CCPCallback, RetrievalValidation
 from ccpdml.distribute import check_workers_resume_together, fit_multi_worker
+from ccpdml.losses.ccp_terms import loss_term_metrics
 from ccpdml.models.freeze import freeze_batchnorm
 from ccpdml.train import plots
 from ccpdml.train.build import build_model, build_optimizer
@@ -24,7 +25,7 @@ from ccpdml.train.console import log
 from ccpdml.train.export import export_saved_model
 from ccpdml.train.faults import fault_callbacks, fault_point
 from ccpdml.train.fold_data import FoldStreams, fold_splits, run_folds
-from ccpdml.train.guards import NonFiniteLossGuard, loss_term_metrics
+from ccpdml.train.nonfinite_guard import NonFiniteLossGuard
 from ccpdml.train.progress import RunProgress
 from ccpdml.train.run_exports import export_metadata
 from ccpdml.train.run_metrics import split_metrics

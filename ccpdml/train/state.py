@@ -128,7 +128,7 @@ class TrainingState(keras.callbacks.Callback):
                 arrays[f"esbest_{i}"] = value
         bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
         if bad:
-            from ccpdml.train.guards import NonFiniteLossError
+            from ccpdml.train.nonfinite_guard import NonFiniteLossError
 
             raise NonFiniteLossError(
                 f"after validation round {next_epoch} the training state has non-finite values "
