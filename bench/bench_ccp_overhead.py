@@ -190,20 +190,20 @@ def run(args):
     for tag in ("noxla", "xla"):
         p, c = variants.get(f"plain_{tag}"), variants.get(f"ccp_{tag}")
         if p and c:
-            ratios = [b / a for a, b in zip(p["times"], c["times"])]
+            ratios = [b / a for a, b in zip(p["times"], c["times"], strict=True)]
             out[f"ccp_over_plain_{tag}"] = statistics.median(ratios)
             out[f"ccp_over_plain_{tag}_all"] = ratios
             out[f"ccp_over_plain_{tag}_iqr"] = _quartiles(ratios)
         for extra in ("ccp_noprox", "ccp_logged"):
             n = variants.get(f"{extra}_{tag}")
             if p and n:
-                ratios = [b / a for a, b in zip(p["times"], n["times"])]
+                ratios = [b / a for a, b in zip(p["times"], n["times"], strict=True)]
                 out[f"{extra}_over_plain_{tag}"] = statistics.median(ratios)
                 out[f"{extra}_over_plain_{tag}_iqr"] = _quartiles(ratios)
     for kind in ("plain", "ccp", "ccp_noprox", "ccp_logged"):
         a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
         if a and b:
-            ratios = [ta / tb for ta, tb in zip(a["times"], b["times"])]
+            ratios = [ta / tb for ta, tb in zip(a["times"], b["times"], strict=True)]
             out[f"xla_speedup_{kind}"] = statistics.median(ratios)
     out["rows"] = [
         {

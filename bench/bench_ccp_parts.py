@@ -72,7 +72,11 @@ def proximal_part(backbone, input_size, rounds):
 
         def grad(up):
             scale = up * lam
-            return (None, *[scale * (w - a) for w, a in zip(pairs[:n], pairs[n:])], *[None] * n)
+            return (
+                None,
+                *[scale * (w - a) for w, a in zip(pairs[:n], pairs[n:], strict=True)],
+                *[None] * n,
+            )
 
         return 0.0 * lam, grad
 
@@ -80,7 +84,9 @@ def proximal_part(backbone, input_size, rounds):
         @tf.function
         def run():
             with tf.GradientTape() as tape:
-                value = tf.add_n([tf.reduce_sum(w * c) for w, c in zip(weights, upstream)])
+                value = tf.add_n(
+                    [tf.reduce_sum(w * c) for w, c in zip(weights, upstream, strict=True)]
+                )
                 value = value + extra()
             grads = tape.gradient(value, weights)
             return tf.add_n([tf.reduce_max(g) for g in grads])

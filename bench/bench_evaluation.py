@@ -138,7 +138,7 @@ def _worker(args):
     out["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     out.update(rss_before_mb=rss_before, peak_rss_mb=rss_peak)
     if times["faiss"]:
-        ratios = [a / b for a, b in zip(times["ccpdml"], times["faiss"])]
+        ratios = [a / b for a, b in zip(times["ccpdml"], times["faiss"], strict=True)]
         out.update(faiss_s=times["faiss"], ratios=ratios, ratio=statistics.median(ratios))
         out["faiss_version"] = faiss.__version__
     print_result(out)

@@ -102,9 +102,9 @@ def test_determinism_with_seed():
     a = _take(samplers.m_per_class(split, 4, 2, Identity(), seed=7), 3)
     b = _take(samplers.m_per_class(split, 4, 2, Identity(), seed=7), 3)
     c = _take(samplers.m_per_class(split, 4, 2, Identity(), seed=8), 3)
-    for (x, _), (y, _) in zip(a, b):
+    for (x, _), (y, _) in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, z) for (x, _), (z, _) in zip(a, c))
+    assert any(not np.array_equal(x, z) for (x, _), (z, _) in zip(a, c, strict=True))
 
 
 def test_one_per_class_rows_are_classes():

@@ -51,7 +51,7 @@ def test_folder_split_is_class_disjoint_seeded_and_streams_from_paths(tmp_path):
     assert data.test_query_count is None
     # Each image file is read back under its own class.
     for split in (data.train, data.test):
-        for label, value in zip(split.labels, _pixel_values(split)):
+        for label, value in zip(split.labels, _pixel_values(split), strict=True):
             assert data.class_names[label] == f"c{value // 10}"
     again = data_pipelines.load("folder", str(root), test_fraction=0.5, split_seed=3)
     assert np.array_equal(again.test.labels, data.test.labels)
