@@ -30,13 +30,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
-from _common import BENCH, REPO, argument_parser, write_json
+from _common import BENCH, REPO, Worker, argument_parser, serve, write_json
 
 BATCH = (8, 4)  # classes × samples per class
 
@@ -54,7 +52,7 @@ def _ccpdml_worker(args):
     from bench_ccp_overhead import _build
 
     size = args.input_size
-    model = _build(
+    model, _guard = _build(
         "bn_inception", (size, size, 3), 100, 8, ccp=False, jit=False, seed=1,
         freeze_bn=args.bn == "frozen",
     )  # fmt: skip
@@ -108,58 +106,43 @@ def _torch_worker(args):
 
 
 def _serve(step, fwd, info):
-    """Worker loop: print READY, then answer "step N" / "forward N" with the seconds per call."""
-    step()
-    fwd()  # trace / first-call costs
-    print("READY " + json.dumps(info), flush=True)
-    for line in sys.stdin:
-        what, n = line.split()
+    """Worker side: warm up, then answer "step N" / "forward N" with {"time": seconds per call}."""
+
+    def setup():
+        step()
+        fwd()  # trace / first-call costs
+        return info
+
+    def handle(request):
+        what, n = request.split()
         fn = step if what == "step" else fwd
         start = time.perf_counter()
         for _ in range(int(n)):
             fn()
-        print(f"TIME {(time.perf_counter() - start) / int(n)}", flush=True)
+        return {"time": (time.perf_counter() - start) / int(n)}
+
+    serve(setup, handle)
 
 
-class _Worker:
-    def __init__(self, python, kind, args):
-        cmd = [python, os.path.abspath(__file__), "--worker", kind]
-        cmd += ["--input-size", str(args.input_size), "--bn", args.bn]
-        cmd += ["--torch-threads", str(args.torch_threads)]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=BENCH + os.pathsep + REPO)
-        self.kind = kind
-        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and block it
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            text=True, env=env,
-        )  # fmt: skip
-        self.info = json.loads(self._read("READY "))
+def _worker(python, kind, args):
+    """A persistent `_common.Worker` running `_ccpdml_worker` or `_torch_worker` under `python`."""
+    cmd = [python, os.path.abspath(__file__), "--worker", kind]
+    cmd += ["--input-size", str(args.input_size), "--bn", args.bn]
+    cmd += ["--torch-threads", str(args.torch_threads)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=BENCH + os.pathsep + REPO)
+    return Worker(cmd, env, f"{kind} ({python})")
 
-    def _read(self, prefix):
-        for line in self.proc.stdout:
-            if line.startswith(prefix):
-                return line[len(prefix) :]
-        self.proc.wait(timeout=60)
-        self.stderr.seek(0)
-        err = self.stderr.read()[-2000:]
-        raise RuntimeError(f"{self.kind} worker ({self.proc.args[0]}) exited:\n{err}")
 
-    def time(self, what, n):
-        self.proc.stdin.write(f"{what} {n}\n")
-        self.proc.stdin.flush()
-        return float(self._read("TIME "))
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+def _time(worker, what, n):
+    return worker.ask(f"{what} {n}")["time"]
 
 
 def run(args):
-    ccp = _Worker(sys.executable, "ccpdml", args)
+    ccp = _worker(sys.executable, "ccpdml", args)
     out = {"input_size": args.input_size, "batch": BATCH[0] * BATCH[1], "bn": args.bn}
     out.update(rounds=args.rounds, steps_per_round=args.steps, ccpdml_info=ccp.info)
     try:
-        torch = _Worker(args.torch_python, "torch", args)
+        torch = _worker(args.torch_python, "torch", args)
     except RuntimeError as exc:
         ccp.close()
         out["skipped"] = f"PyTorch worker unavailable under {args.torch_python}: {str(exc)[-300:]}"
@@ -169,10 +152,10 @@ def run(args):
     times = {f"{w}_{what}": [] for w in workers for what in ("step", "forward")}
     for what in ("step", "forward"):
         for w in workers.values():  # one untimed warm-up round
-            w.time(what, args.steps)
+            _time(w, what, args.steps)
         for r in range(args.rounds):
             for name in list(workers)[:: 1 if r % 2 == 0 else -1]:
-                times[f"{name}_{what}"].append(workers[name].time(what, args.steps))
+                times[f"{name}_{what}"].append(_time(workers[name], what, args.steps))
     for w in workers.values():
         w.close()
     for key, values in times.items():
