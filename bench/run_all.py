@@ -31,7 +31,8 @@ REPO = os.path.dirname(BENCH)
 JOBS = {
     "ccp_overhead_small_cnn": (
         "bench_ccp_overhead.py",
-        ["--backbone", "small_cnn", "--input-size", "32", "--rounds", "60", "--steps", "5"],
+        ["--backbone", "small_cnn", "--input-size", "32", "--rounds", "60", "--steps", "5"]
+        + ["--term-metrics"],
         1,
         300,
     ),
@@ -45,7 +46,7 @@ JOBS = {
     "ccp_overhead_bn_inception_227": (
         "bench_ccp_overhead.py",
         ["--backbone", "bn_inception", "--input-size", "227", "--rounds", "12", "--steps", "1"]
-        + ["--jit", "off", "--ablate-proximal"],
+        + ["--jit", "off", "--ablate-proximal", "--term-metrics"],
         1,
         600,
     ),
@@ -177,6 +178,11 @@ def _get(jobs, key, *path):
     return value
 
 
+# Issue 16: CCP's step overhead, including the trainer's logged step (the paper: 1.08 on a GPU).
+OVERHEAD_TARGET = 1.03
+OVERHEAD_TARGET_TEXT = "≤ 1.03 (paper: 1.08)"
+
+
 def _row(item, figure, measured, target, met, notes=""):
     status = {True: "met", False: "NOT met", None: "info"}[met]
     return {"item": item, "figure": figure, "measured": measured, "target": target,
@@ -241,8 +247,8 @@ def figures(jobs):
                     f"CCP/plain step time, {label} {shape}, {xla}",
                     f"{ratio:.3f} ({1000 * c['s_per_step_median']:.1f} vs "
                     f"{1000 * p['s_per_step_median']:.1f} ms/step)",
-                    "≤ 1.05 (paper: 1.08)",
-                    ratio <= 1.05,
+                    OVERHEAD_TARGET_TEXT,
+                    ratio <= OVERHEAD_TARGET,
                     setup
                     + _spread(
                         res.get(f"ccp_over_plain_{tag}_all"),
@@ -251,6 +257,22 @@ def figures(jobs):
                     + _ablation(res, tag),
                 )
             )
+            logged = res.get(f"ccp_logged_over_plain_{tag}")
+            if logged is not None:
+                rows.append(
+                    _row(
+                        1,
+                        f"CCP/plain step time as `python -m ccpdml train` runs it (per-term logs "
+                        f"+ NaN guard), {label} {shape}, {xla}",
+                        f"{logged:.3f}",
+                        OVERHEAD_TARGET_TEXT,
+                        logged <= OVERHEAD_TARGET,
+                        setup
+                        + "; interquartile {:.3f}-{:.3f}".format(
+                            *res[f"ccp_logged_over_plain_{tag}_iqr"]
+                        ),
+                    )
+                )
         for kind in ("plain", "ccp"):
             a, b = variants.get(f"{kind}_noxla"), variants.get(f"{kind}_xla")
             if a and b:
@@ -559,7 +581,7 @@ def _overhead_note(jobs):
     shown = ", ".join(
         f"{label} {ratio[k]:.3f}" for k, label in OVERHEAD_JOBS.items() if ratio[k] is not None
     )
-    text = f"Item 1 without XLA, CCP/plain: {shown} (≤ 1.05 wanted)."
+    text = f"Item 1 without XLA, CCP/plain: {shown} (≤ 1.03 wanted, issue 16)."
     noprox = _get(jobs, "ccp_overhead_bn_inception", "ccp_noprox_over_plain_noxla")
     prox = _get(jobs, "ccp_parts", "proximal")
     loss = _get(jobs, "ccp_parts", "loss")
