@@ -74,7 +74,7 @@ def load_retrieval():
             stub.__path__ = []
             sys.modules[name] = stub
     module = None
-    for name in ("tile_search", "exact_knn", "retrieval"):
+    for name in ("tile_search", "exact_knn", "normalize", "retrieval"):
         path = os.path.join(REPO, "ccpdml", "evaluation", f"{name}.py")
         spec = importlib.util.spec_from_file_location(f"ccpdml.evaluation.{name}", path)
         module = importlib.util.module_from_spec(spec)
