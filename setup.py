@@ -28,6 +28,7 @@ setup(
         "importlib_resources",  # TFDS code_path needs it; recent etils no longer pulls it in
         "pillow>=9.0",
         "scipy>=1.10",
+        "threadpoolctl>=3.1",  # exact kNN: single-threaded BLAS inside each of its tile threads
         "tensorboard>=2.16",  # TensorBoard logs of every run (tensorflow 2.21 no longer pulls it in)
     ],
     extras_require={
