@@ -10,18 +10,22 @@ real size (59,551 train images of 11,318 classes, 60,502 test images of 11,316 c
 `--jpeg-size` JPEGs, 64×48 by default, so that generating it takes minutes) in the real layout
 (`tests/fake_benchmarks.write_fake_sop`), prepared by the real builder (`prepare sop`, ArrayRecord)
 into `--data-dir` (kept and reused: default under the system temp directory). The training
-pipeline (`m_per_class` 8 × 4 over the train split, "caffe_bgr" at `--size`) then runs in two
-persistent worker processes, alternately (AB, BA, ...) for `--rounds` rounds of `--batches`
-batches each (after `--warmup`):
+pipeline (`m_per_class` 8 × 4 over the train split, "caffe_bgr" at `--size`) is run over two
+versions of the split:
 - streamed: `load_sop(data_dir)` as training uses it (images read from the record files);
 - in_memory: the same split with every encoded image read into memory first
   (`Split.from_encoded`, what the loader gave before streaming; the bytes come from the same
   prepared files rather than from a TFRecord preparation, the pipeline is the same).
-Figures: the median images/s of each, the median per-round ratio streamed / in-memory, the CPU
-time per image of each (user + system of the worker, all threads: less sensitive to other jobs
-on the machine than wall time) and its per-round ratio in-memory / streamed (≥ 1: streaming costs
-no CPU), each worker's peak RSS (whole process, TensorFlow included) and its RSS once the split is
-loaded.
+Memory: each version in a worker process of its own (`--memory-requests` requests of `--batches`
+batches): its peak RSS (whole process, TensorFlow included) and its RSS once the split is loaded.
+Speed: two persistent "paired" worker processes each hold both versions and time them one after
+the other (in alternating order) for `--rounds` rounds of `--batches` batches per version (after
+`--warmup`); each (round, worker) gives one ratio streamed / in-memory of images/s, and one of
+CPU time per image in-memory / streamed (user + system of the worker, all threads; ≥ 1:
+streaming costs no CPU). The ratios are taken within a process because two processes running
+the same in-memory pipeline differed by as much as the effect measured (0.92 once, 2026-12-03;
+reported as the control, worker 1 / worker 2 in-memory). Figures: median images/s and CPU time
+per image of each version, the median ratios and their interquartile range.
 
 Usage: python bench/bench_input_pipeline.py [--num-images 200] [--size 227] [--json OUT]
        python bench/bench_input_pipeline.py --fake-sop [--rounds 4] [--data-dir DIR] [--json OUT]
@@ -133,12 +137,13 @@ def prepare_fake_sop(data_dir, scale, jpeg_size):
 
 
 def sop_worker(args):
-    """Persistent worker (`_common.Worker`): load the split as `args.worker` says, then answer
-    "N" with the images/s of N batches of the training pipeline.
+    """Persistent worker (`_common.Worker`): load the split as `args.worker` says ("streamed",
+    "in_memory" or "paired": both), then answer "MODE N" with the images/s of N batches of the
+    training pipeline over the split MODE ("streamed" or "in_memory").
 
     Each request starts a fresh iterator at the next position of the seeded stream
-    (`start_batch`), runs `--warmup` batches, times N and deletes it: no worker prefetches in
-    the background while the other is being timed."""
+    (`start_batch`), runs `--warmup` batches, times N and deletes it: no pipeline prefetches in
+    the background while another is being timed."""
     state = {"position": 0}
 
     def setup():
@@ -147,22 +152,28 @@ def sop_worker(args):
         from data_pipelines.dataset import Split
 
         start = time.perf_counter()
-        train = load_sop(os.path.join(args.data_dir, "tfds")).train
+        splits = {"streamed": load_sop(os.path.join(args.data_dir, "tfds")).train}
         encoded_mb = None
-        if args.worker == "in_memory":
+        if args.worker in ("in_memory", "paired"):
+            train = splits["streamed"]
             images = list(train.source)
             encoded_mb = sum(len(b) for b in images) / 2**20
-            train = Split.from_encoded(images, train.labels, name=train.name, origins=train.origins)
+            splits["in_memory"] = Split.from_encoded(
+                images, train.labels, name=train.name, origins=train.origins
+            )
+            if args.worker == "in_memory":
+                del splits["streamed"]
         info = {"load_s": time.perf_counter() - start, "rss_after_load_mb": peak_rss_mb()}
         prep = preprocessing.get("caffe_bgr", args.size)
-        state["pipeline"] = lambda start: samplers.m_per_class(
-            train, 8, 4, prep, seed=0, start_batch=start
+        state["pipeline"] = lambda mode, start: samplers.m_per_class(
+            splits[mode], 8, 4, prep, seed=0, start_batch=start
         )
-        return {**info, "encoded_mb": encoded_mb, "train_images": len(train)}
+        return {**info, "encoded_mb": encoded_mb, "train_images": len(next(iter(splits.values())))}
 
     def handle(request):
-        n = int(request)
-        it = iter(state["pipeline"](state["position"]))
+        mode, n = request.split()
+        n = int(n)
+        it = iter(state["pipeline"](mode, state["position"]))
         state["position"] += n + args.warmup
         for _ in range(args.warmup):
             next(it)
@@ -178,7 +189,8 @@ def sop_worker(args):
 
 
 def run_fake_sop(args):
-    """--fake-sop mode: prepare once, then interleaved rounds of two workers (module docstring)."""
+    """--fake-sop mode: prepare once, measure memory in one-mode workers, then the images/s
+    ratio in interleaved rounds of two paired workers (module docstring)."""
     data_dir = args.data_dir or os.path.join(
         tempfile.gettempdir(),
         f"ccpdml-bench-fake-sop-{args.scale:g}-{args.jpeg_size[0]}x{args.jpeg_size[1]}",
@@ -189,35 +201,53 @@ def run_fake_sop(args):
     cmd += ["--size", str(args.size), "--warmup", str(args.warmup), "--worker"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    workers = {name: Worker([*cmd, name], env, name) for name in ("streamed", "in_memory")}
-    runs = {name: [] for name in workers}
-    for r in range(args.rounds):
-        for name in list(workers)[:: 1 if r % 2 == 0 else -1]:
-            runs[name].append(workers[name].ask(str(args.batches)))
-        print(f"round {r + 1}: " + ", ".join(
-            f"{n} {v[-1]['images_per_s']:.1f} img/s" for n, v in runs.items()), flush=True)  # fmt: skip
-    for name, worker in workers.items():
+    modes = ("streamed", "in_memory")
+    for mode in modes:  # memory: a process that holds only this mode's split
+        worker = Worker([*cmd, mode], env, mode)
+        runs = [worker.ask(f"{mode} {args.batches}") for _ in range(args.memory_requests)]
         worker.close()
-        out[name] = {
-            "images_per_s_median": statistics.median(r["images_per_s"] for r in runs[name]),
-            "images_per_s_all": [r["images_per_s"] for r in runs[name]],
-            "cpu_ms_per_image_median": statistics.median(r["cpu_ms_per_image"] for r in runs[name]),
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs[name]),
-            **worker.info,
-        }
-    ratios = [
-        s["images_per_s"] / m["images_per_s"]
-        for s, m in zip(runs["streamed"], runs["in_memory"], strict=True)
-    ]
+        out[mode] = {"peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs), **worker.info}
+        print(f"{mode}: peak RSS {out[mode]['peak_rss_mb_max']:.0f} MB", flush=True)
+    workers = [Worker([*cmd, "paired"], env, f"paired_{w + 1}") for w in range(2)]
+    runs = {(w, mode): [] for w in range(2) for mode in modes}
+    for r in range(args.rounds):
+        for w in (0, 1) if r % 2 == 0 else (1, 0):
+            for mode in modes[:: 1 if (r + w) % 2 == 0 else -1]:
+                runs[w, mode].append(workers[w].ask(f"{mode} {args.batches}"))
+        print(f"round {r + 1}: " + ", ".join(
+            f"{workers[w].name} {m} {v[-1]['images_per_s']:.1f} img/s"
+            for (w, m), v in runs.items()), flush=True)  # fmt: skip
+    for worker in workers:
+        worker.close()
+    pairs = [(s, m) for w in range(2)
+             for s, m in zip(runs[w, "streamed"], runs[w, "in_memory"], strict=True)]  # fmt: skip
+    for mode in modes:
+        values = [p[modes.index(mode)] for p in pairs]
+        out[mode].update(
+            images_per_s_median=statistics.median(r["images_per_s"] for r in values),
+            images_per_s_all=[r["images_per_s"] for r in values],
+            cpu_ms_per_image_median=statistics.median(r["cpu_ms_per_image"] for r in values),
+        )
+    ratios = [s["images_per_s"] / m["images_per_s"] for s, m in pairs]
     out.update(ratio_streamed_over_in_memory=statistics.median(ratios), ratios=ratios)
-    cpu = [m["cpu_ms_per_image"] / s["cpu_ms_per_image"]
-           for s, m in zip(runs["streamed"], runs["in_memory"], strict=True)]  # fmt: skip
+    out["ratio_quartiles"] = _quartiles(ratios)
+    cpu = [m["cpu_ms_per_image"] / s["cpu_ms_per_image"] for s, m in pairs]
     out.update(cpu_ratio_in_memory_over_streamed=statistics.median(cpu), cpu_ratios=cpu)
-    out.update(rounds=args.rounds, batches=args.batches, batch=32)
+    # The control: the same in-memory pipeline in two processes. Its spread is why the ratio is
+    # taken within each process (worker-to-worker differences were as large as the effect).
+    control = [a["images_per_s"] / b["images_per_s"]
+               for a, b in zip(runs[0, "in_memory"], runs[1, "in_memory"], strict=True)]  # fmt: skip
+    out["control_worker_1_over_2_in_memory"] = statistics.median(control)
+    out.update(rounds=args.rounds, batches=args.batches, batch=32, workers=2)
     out["encoded_mb"] = out["in_memory"]["encoded_mb"]
     out["train_images"] = out["streamed"]["train_images"]
     out["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     return out
+
+
+def _quartiles(values):
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return [q[0], q[2]]
 
 
 def main(argv=None):
@@ -231,9 +261,14 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="fake SOP size (1 = real)")
     parser.add_argument("--jpeg-size", type=int, nargs=2, default=(64, 48), metavar=("W", "H"))
     parser.add_argument("--data-dir", default=None, help="where the fake SOP is kept")
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (AB, BA, ...)")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of the two paired workers")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per side per round")
-    parser.add_argument("--worker", choices=["streamed", "in_memory"], help=argparse_suppress())
+    parser.add_argument(
+        "--memory-requests", type=int, default=2, help="requests per one-mode memory worker"
+    )
+    parser.add_argument(
+        "--worker", choices=["streamed", "in_memory", "paired"], help=argparse_suppress()
+    )
     args = parser.parse_args(argv)
     if args.worker:
         sop_worker(args)

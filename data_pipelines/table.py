@@ -60,11 +60,13 @@ def read_table(csv_path):
         header = [h.strip() for h in (reader.fieldnames or [])]
         unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
         missing = [h for h in REQUIRED if h not in header]
-        if unknown or missing:
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if unknown or missing or repeated:
             raise ValueError(
                 f"{where}: header {header}: "
                 + (f"unknown column(s) {unknown}; " if unknown else "")
                 + (f"missing column(s) {missing}; " if missing else "")
+                + (f"column(s) named more than once {repeated}; " if repeated else "")
                 + f"valid columns: {', '.join(REQUIRED)} (required), {', '.join(OPTIONAL)}."
             )
         columns = {h: [] for h in header}

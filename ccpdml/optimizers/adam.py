@@ -216,8 +216,9 @@ class DMLAdam(keras.optimizers.Adam):
         return list(zip(grads, variables, strict=True))
 
     def apply(self, grads, trainable_variables=None):
-        if not self.built and trainable_variables is not None:
+        if trainable_variables is not None:  # read twice below: an iterator must become a list
             trainable_variables = list(trainable_variables)
+        if not self.built and trainable_variables is not None:
             with keras.name_scope(self.name, caller=self):  # as Keras' own apply builds
                 self.build(trainable_variables)
         if not self._refs.fused:

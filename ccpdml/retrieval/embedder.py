@@ -92,17 +92,26 @@ class ExportedEmbedder:
         return "."
 
     def embed_split(self, split, batch_size=64) -> np.ndarray:
-        """Embeddings float32 [n, D] of a `data_pipelines.Split`, rows in order."""
+        """Embeddings float32 [n, D] of a `data_pipelines.Split`, rows in order.
+
+        Images are read batch by batch (files, or encoded images from memory or from a prepared
+        benchmark's record files), so memory holds one batch of images, never the whole split.
+        """
         import tensorflow as tf
 
         if split.kind == "paths":
             return self.embed_files([str(split.source[r]) for r in split.rows], batch_size)
-        if split.kind == "encoded":
-            return self.embed_bytes([split.source[r] for r in split.rows], batch_size)
-        out = [
-            self.model.serve_images(tf.constant(split.source[split.rows[s : s + batch_size]]))[
-                "embeddings"
-            ].numpy()
-            for s in range(0, len(split), batch_size)
-        ]
+        out = []
+        for s in range(0, len(split), batch_size):
+            rows = split.rows[s : s + batch_size]
+            if split.kind == "encoded":
+                read = getattr(split.source, "images", None)  # a RecordSource: one read
+                data = read(rows) if read else [split.source[r] for r in rows]
+                names = [split.describe_row(s + k) for k in range(len(rows))]
+                out.append(self._embed_named(data, names))
+            else:
+                images = tf.constant(split.source[rows])
+                out.append(self.model.serve_images(images)["embeddings"].numpy())
+        if not out:
+            raise ValueError(f"{split.name or 'the split'} has no images to embed.")
         return np.concatenate(out).astype(np.float32)

@@ -1,7 +1,7 @@
 """Reading a prepared benchmark as `DMLData`: images streamed from its ArrayRecord files.
 
-`prepare` writes each split as ArrayRecord files (`RECORD_FORMAT`), which TFDS opens as
-random-access data sources; a split is then a `Split` over a `RecordSource`: labels and file
+`prepare` writes each split as ArrayRecord files (`RECORD_FORMAT`), TFDS's random-access format;
+a split is then a `Split` over a `RecordSource` of those files: labels and file
 names are read once into memory (a few MB for SOP), the encoded images are read from disk batch
 by batch as the pipelines draw them. Rows keep the prepared (generation) order.
 
@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines.builders import common
 from data_pipelines.dataset import DMLData, Split
-from data_pipelines.records import RecordSource
+from data_pipelines.records import RecordSource, array_record_files
 
 COLUMNS = {
     "label": tf.io.FixedLenFeature([], tf.int64),
@@ -62,9 +62,8 @@ def load_split(builder, parts, name) -> Split:
         columns = zip(*(collect_split(builder, p) for p in parts), strict=True)
         images, labels, names = (np.concatenate(c) for c in columns)
         return Split.from_encoded(images, labels, name=name, origins=names)
-    raw = tfds.decode.DeserializeMethod.RAW_BYTES
     source = RecordSource(
-        [builder.as_data_source(p, deserialize_method=raw) for p in parts],
+        [f for p in parts for f in array_record_files(builder, p)],
         where=f"{builder.DISPLAY_NAME} {'+'.join(parts)} in {builder.data_path} (rebuild it with "
         f"`{common.rebuild_command(builder)}`)",
     )

@@ -105,3 +105,40 @@ def test_rerunning_prepare_on_a_tfrecord_preparation_says_to_force(prepared, cap
     out = capsys.readouterr().out
     assert "prepared as TFRecord files" in out
     assert f"--data-dir {prepared['legacy']} --force" in out
+
+
+def test_record_files_read_as_tfds_data_sources_do(prepared, tmp_path):
+    """`ArrayRecordFile` parts (the loader's reader) give TFDS's records, in any order, from
+    several threads at once, after pickling, and only the part's `skip … skip + take` records."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tensorflow_datasets as tfds
+
+    from data_pipelines.records import ArrayRecordFile, RecordSource, array_record_files
+
+    builder = Sop(data_dir=str(prepared["streamed"]))
+    raw = tfds.decode.DeserializeMethod.RAW_BYTES
+    tfds_source = builder.as_data_source("train", deserialize_method=raw)
+    files = array_record_files(builder, "train")
+    assert sum(len(f) for f in files) == len(tfds_source) == len(TRAIN)
+    order = [7, 0, 9, 3, 3, 5, 1]
+    expected = tfds_source.__getitems__(order)
+    assert RecordSource(files, "fake SOP").serialized(order) == expected
+    with ThreadPoolExecutor(4) as pool:  # the tf.data map calls it from several threads
+        assert all(
+            got == expected
+            for got in pool.map(lambda _: RecordSource(files, "x").serialized(order), range(16))
+        )
+    (whole,) = files
+    part = ArrayRecordFile(whole.path, skip=4, take=3)  # records 4, 5, 6 of the file
+    assert len(part) == 3
+    assert part.__getitems__([2, 0]) == tfds_source.__getitems__([6, 4])
+    assert len(ArrayRecordFile(whole.path, skip=4)) == len(TRAIN) - 4  # take: the rest
+    again = pickle.loads(pickle.dumps(part))  # the reader is reopened where it is used
+    assert again.__getitems__([1]) == tfds_source.__getitems__([5])
+    with pytest.raises(IndexError, match=r"record 42 out of range \[0, 3\) of the part"):
+        RecordSource([part], "the part").serialized([42])
+    missing = ArrayRecordFile(tmp_path / "gone.array_record", take=3)
+    with pytest.raises(OSError, match=r"cannot read records \[1\] of nothing.*prepare"):
+        RecordSource([missing], "nothing").serialized([1])

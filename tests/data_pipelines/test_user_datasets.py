@@ -141,6 +141,7 @@ def test_table_without_split_uses_the_seeded_class_split(tmp_path):
     [
         ("path,label,splt", "imgs/c0/img0.png,a,train", "unknown column(s) ['splt']"),
         ("path", "imgs/c0/img0.png", "missing column(s) ['label']"),
+        ("path,label, path", "imgs/c0/img0.png,a,x", "named more than once ['path']"),
         ("path,label", "imgs/c9/img0.png,a", "1 image file(s) not found"),
         ("path,label,split", "imgs/c0/img0.png,a,valid", "must be one of ('train', 'test')"),
         ("path,label,split", "imgs/c0/img1.png,b,test", "appear in both the train and the test"),

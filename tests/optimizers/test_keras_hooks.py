@@ -109,3 +109,19 @@ def test_fallback_under_mirrored_strategy_transforms_the_summed_gradient(monkeyp
     for per_replica_fb, per_replica_fused in zip(fallback, fused, strict=True):
         for a, b in zip(per_replica_fb, per_replica_fused, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fallback_takes_the_variables_as_a_one_shot_iterator(no_private_hooks):
+    """The public path reads `trainable_variables` twice (its transform, then Keras' apply)."""
+    w0, gs = _problem(seed=2, steps=2)
+    listed, once = ([keras.Variable(w) for w in w0] for _ in range(2))
+    opts = [dml_adam(listed), dml_adam(once)]
+    with pytest.warns(UserWarning, match="DMLAdam"):  # built: the public path from here on
+        for opt, variables in zip(opts, (listed, once), strict=True):
+            opt.build(variables)
+    for g in gs:
+        opts[0].apply([tf.constant(x) for x in g], listed)
+        opts[1].apply([tf.constant(x) for x in g], iter(once))
+    for a, b, w in zip(once, listed, w0, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+        assert np.abs(a.numpy() - w).max() > 1e-3  # the weights did move

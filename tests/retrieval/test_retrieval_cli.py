@@ -129,3 +129,42 @@ def test_index_of_a_pixels_dataset_split(setup, tmp_path, capsys):
     expected = ball_normalize_np(loaded.serve(pixels.astype(np.float32) / 255.0).numpy())
     np.testing.assert_allclose(index.embeddings[:3], expected, rtol=1e-5, atol=1e-6)
     assert dataset_part(data, "train") is data.train
+
+
+def test_encoded_splits_are_embedded_batch_by_batch(setup, tmp_path):
+    """In memory or streamed from record files, an encoded split is read one batch at a time
+    (one record read per batch) and embeds as its images do; a bad image is named."""
+    import tensorflow as tf
+    from array_record.python import array_record_module
+
+    from data_pipelines.dataset import Split
+    from data_pipelines.records import ArrayRecordFile, RecordSource
+
+    _, export, paths = setup
+    images = [open(p, "rb").read() for p in paths]
+    labels = np.arange(10) % 3
+    path = str(tmp_path / "images.array_record")
+    writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+    for data in images:
+        feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+        example = tf.train.Example(features=tf.train.Features(feature={"image": feature}))
+        writer.write(example.SerializeToString())
+    writer.close()
+
+    class Counted(ArrayRecordFile):
+        reads = []
+
+        def __getitems__(self, keys):
+            self.reads.append(list(keys))
+            return super().__getitems__(keys)
+
+    embedder = ExportedEmbedder(export)
+    expected = embedder.embed_bytes(images)
+    streamed = Split(labels, RecordSource([Counted(path)], "test records"), name="streamed")
+    in_memory = Split.from_encoded(images, labels, name="in_memory")
+    for split in (streamed, in_memory):
+        np.testing.assert_allclose(embedder.embed_split(split, batch_size=4), expected, atol=1e-6)
+    assert Counted.reads == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    broken = Split.from_encoded([*images[:5], b"not an image", *images[6:]], labels, name="bad")
+    with pytest.raises(ValueError, match=r"encoded item 5 \(row 5 of bad, label 2\): cannot be"):
+        embedder.embed_split(broken, batch_size=4)
