@@ -48,7 +48,7 @@ JOBS = {
         ["--backbone", "bn_inception", "--input-size", "227", "--rounds", "12", "--steps", "1"]
         + ["--jit", "off", "--ablate-proximal", "--term-metrics"],
         1,
-        600,
+        1500,  # 5 variants × 13 rounds of 5-8 s steps, after ~30 s of tracing each
     ),
     "ccp_parts": ("bench_ccp_parts.py", ["--rounds", "40"], 1, 300),
     "proxy_losses": ("bench_proxy_losses.py", ["--repeats", "5"], 1, 300),

@@ -8,6 +8,7 @@ from ccpdml.layers import references
 from ccpdml.layers.ball_normalization import ball_normalize
 from ccpdml.layers.label_vector import label_vector
 from ccpdml.layers.proxy_bank import ProxyBank
+from ccpdml.losses.ccp_terms import local_batch
 from ccpdml.losses.labels import check_label_dtype, class_labels
 from ccpdml.losses.layer_reference import LayerReferenceMixin
 from ccpdml.losses.pairwise import negative_inner_product, pair_masks, pairwise_distance
@@ -57,6 +58,7 @@ class CrossReplicaLoss(keras.losses.Loss):
                 "(data_pipelines.samplers.m_per_class)."
             )
         check_label_dtype(y_true, owner)
+        local_y_pred = y_pred  # what the step's metrics receive (`ccp_terms.local_batch`)
         pairs = self.cross_replica_pairs
         if self.observes_global_batch(y_pred):
             # Gathered with gradient only when the loss pairs the global batch.
@@ -69,7 +71,8 @@ class CrossReplicaLoss(keras.losses.Loss):
         def local(labels, embeddings):
             return super(CrossReplicaLoss, self).__call__(labels, embeddings)
 
-        return replica_loss(local, y_true, y_pred, pairs)
+        with local_batch(local_y_pred):
+            return replica_loss(local, y_true, y_pred, pairs)
 
     def observes_global_batch(self, y_pred):
         """Whether `observe_global_batch` must see this call's global batch (default False)."""

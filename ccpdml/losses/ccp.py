@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from ccpdml.distribute.cross_replica import num_replicas_here
 from ccpdml.layers import references
 from ccpdml.layers.ccp_state import CCPState
 from ccpdml.losses.base import MetricLoss, checked_bank
@@ -154,8 +153,7 @@ class CCPLoss(WrapperLoss):
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)
         # The step's `CCPTermMean` metrics read these instead of computing the terms again.
-        gathered = self.cross_replica_pairs and num_replicas_here() > 1
-        record_terms(y_pred, parts, gathered=gathered)
+        record_terms(y_pred, parts)
         return (
             self.in_batch_weight * parts["in_batch"]
             + self.proxy_weight * parts["proxy"]

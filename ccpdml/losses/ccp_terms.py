@@ -2,14 +2,17 @@
 
 `CCPLoss.call` computes its three terms once and records them here (`record_terms`); the
 `CCPTermMean` metrics of the same training step read that record (`recorded_terms`) instead of
-computing the terms a second time (bench/bench_ccp_overhead.py `--term-metrics` measures the cost
-this saves). A record belongs to one computation: the thread it ran in (`MirroredStrategy` runs
-every replica in its own thread, so each replica reads its own values) and, inside a
-`tf.function`, the graph being traced; eagerly, the very `y_pred` tensor the loss received. The
-metric computes the term itself when no record matches (a metric used on its own, Keras' symbolic
-build of the metrics, eager multi-replica steps).
+computing the terms a second time (bench/bench_ccp_overhead.py `--term-metrics` measures the
+step). A record belongs to one computation: the thread it ran in (`MirroredStrategy` runs every
+replica in its own thread, so each replica reads its own values), the graph being traced (None
+eagerly) and the very `y_pred` tensor the loss received, which is the tensor Keras then gives the
+metrics of the same output. A cross-replica loss computes on the all-gathered global batch: it
+names the replica's own `y_pred` with `local_batch` while it does, and the record is filed under
+that tensor. The metric computes the term itself when no record matches (a metric used on its
+own, Keras' symbolic build of the metrics).
 """
 
+import contextlib
 import threading
 
 import keras
@@ -18,8 +21,8 @@ import tensorflow as tf
 CCP_TERMS = ("in_batch", "proxy", "proximal")
 
 
-# The latest record of each thread: (graph or None, y_pred, gathered, terms). One slot is enough:
-# the graph and the `y_pred` tensor identify the computation, hence the loss that made it.
+# Per thread: the latest record (graph or None, y_pred, terms) and the `local_batch` tensor. One
+# record is enough: the graph and the `y_pred` tensor identify the computation, hence the loss.
 _LATEST = threading.local()
 
 
@@ -28,34 +31,35 @@ def _graph():
     return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
 
 
-def record_terms(y_pred, terms, gathered=False):
-    """Keep `terms` ({"in_batch", "proxy", "proximal"}) as the CCP loss's computation on `y_pred`.
+@contextlib.contextmanager
+def local_batch(y_pred):
+    """While a loss computes on a batch made from `y_pred` (e.g. all-gathered across replicas),
+    the terms it records are filed under `y_pred`, the tensor the step's metrics receive."""
+    previous = getattr(_LATEST, "local", None)
+    _LATEST.local = y_pred
+    try:
+        yield
+    finally:
+        _LATEST.local = previous
 
-    Args:
-        y_pred: the embeddings the loss received.
-        terms: dict of scalar tensors.
-        gathered: True when `y_pred` is the all-gathered global batch of a multi-replica step
-            (the metric then receives this replica's rows, another tensor of the same graph).
-    """
-    _LATEST.entry = (_graph(), y_pred, bool(gathered), dict(terms))
+
+def record_terms(y_pred, terms):
+    """Keep `terms` ({"in_batch", "proxy", "proximal"}) as the CCP loss's computation on `y_pred`
+    (or on the `local_batch` tensor it was made from)."""
+    local = getattr(_LATEST, "local", None)
+    _LATEST.entry = (_graph(), y_pred if local is None else local, dict(terms))
 
 
 def recorded_terms(y_pred):
-    """The terms the CCP loss recorded for the computation `y_pred` belongs to, or None.
-
-    Matches the latest record of this thread when it was made in the graph being traced and on
-    `y_pred` itself (or on the global batch gathered from it, in a traced multi-replica step:
-    Keras' step calls the loss once per replica and trace); eagerly, only on `y_pred` itself.
-    """
+    """The terms the CCP loss recorded for its computation on `y_pred` in this thread and in the
+    graph being traced (eagerly: outside any graph), or None."""
     entry = getattr(_LATEST, "entry", None)
     if entry is None:
         return None
-    graph, seen, gathered, terms = entry
-    if graph is not _graph():
+    graph, seen, terms = entry
+    if graph is not _graph() or seen is not y_pred:
         return None
-    if seen is y_pred or (graph is not None and gathered):
-        return terms
-    return None
+    return terms
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")

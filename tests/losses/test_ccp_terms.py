@@ -200,3 +200,43 @@ def test_a_loaded_model_logs_the_terms_of_its_loss(tmp_path):
     logs = loaded.train_on_batch(x, y, return_dict=True)
     for name, value in expected.items():
         assert logs[f"ccp_{name}"] == pytest.approx(value, rel=1e-5), name
+
+
+def test_two_ccp_outputs_each_log_their_own_terms_under_mirrored():
+    """Two CCP heads in one model, cross-replica pairs on two replicas: each output's metrics
+    read the record of its own loss (filed under the replica's own `y_pred`), not the latest."""
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+    with strategy.scope():
+        inputs = keras.Input((D_IN,))
+        outputs, losses = [], []
+        for head, scale in (("a", 1.0), ("b", 3.0)):  # different terms in the two heads
+            net = keras.Sequential(
+                [keras.Input((D_IN,)), keras.layers.Dense(DIM, name=f"dense_{head}")],
+                name=f"net_{head}",
+            )
+            bank = ProxyBank(C, proxies_per_class=K, name=f"bank_{head}")
+            state = CCPState(net, bank, regularization=0.1, name=f"state_{head}")
+            outputs.append(state(bank(net(inputs * scale))))
+            state.ccp_lambda.assign(0.1 * scale)
+            for anchor in state.anchors:  # anchors away from w: a non-zero proximal term
+                anchor.assign(anchor + 0.3 * scale)
+            losses.append(CCPLoss(ContrastiveLoss(), state))
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=DMLAdam(1e-2),
+            loss=losses,
+            metrics=[loss_term_metrics(loss) for loss in losses],
+        )
+    x, y = _data()
+    embeddings = model(x)
+    ds = tf.data.Dataset.from_tensor_slices((x, (y, y))).batch(N)
+    history = model.fit(ds, epochs=1, verbose=0).history
+    for head, loss, emb in zip("ab", losses, embeddings, strict=True):
+        expected = {k: float(v) for k, v in loss.components(y, emb).items()}
+        for name, value in expected.items():
+            (key,) = [k for k in history if k.endswith(f"ccp_{name}") and f"_{head}_" in k]
+            assert history[key][0] == pytest.approx(value, rel=1e-5), key
+    proximal = [float(loss.components(y, e)["proximal"]) for loss, e in zip(losses, embeddings, strict=True)]  # fmt: skip
+    assert proximal[1] > 2 * proximal[0] > 0  # the heads' terms differ, so a mix-up shows
