@@ -39,8 +39,27 @@ def _named(exc: OSError, path: str) -> OSError:
     return OSError(exc.errno, exc.strerror, exc.filename or path)
 
 
+def _fsync(path: str) -> None:
+    """Flush `path` (a file, or a directory's entries) to disk; best effort for directories
+    (not every platform can open one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if os.path.isdir(path):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_with(path: str, write, suffix: str = "") -> None:
-    """Call `write(tmp)` on a hidden temporary sibling of `path`, then rename it onto `path`.
+    """Call `write(tmp)` on a hidden temporary sibling of `path`, fsync it, then rename it onto
+    `path` (and fsync the directory), so that even a power loss leaves the old or new file.
 
     For writers that need a file name (e.g. Keras `save_weights`, which checks `suffix`).
     An exception (an OSError names `path`) leaves neither `path` changed nor a temporary.
@@ -54,8 +73,10 @@ def atomic_write_with(path: str, write, suffix: str = "") -> None:
         raise _named(exc, path) from exc
     try:
         write(tmp)
+        _fsync(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+        _fsync(directory)
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -65,13 +86,11 @@ def atomic_write_with(path: str, write, suffix: str = "") -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically (flushed and fsync'ed before the rename)."""
+    """Write `data` to `path` atomically (`atomic_write_with`: fsync'ed before the rename)."""
 
     def write(tmp):
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
 
     atomic_write_with(path, write)
 
@@ -98,10 +117,13 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
 
 
 def replace_directory(write, path: str) -> str:
-    """Call `write(target)` on a new temporary sibling directory, then rename it to `path`.
+    """Call `write(target)` on a new temporary sibling directory, then swap it in at `path`.
 
-    Readers see the old directory or the complete new one; an interrupted write leaves only a
-    hidden `.export-*` temporary (removed on the way out when Python survives).
+    The new files are fsync'ed first; the old directory is renamed aside into the temporary,
+    the new one renamed to `path`, and only then is the old one deleted. Readers see the old
+    directory or the complete new one (apart from the instant between the two renames, when
+    `path` is missing); an interrupted write leaves only a hidden `.export-*` temporary
+    (removed on the way out when Python survives, else by `remove_stale_temporaries`).
     """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -110,9 +132,14 @@ def replace_directory(write, path: str) -> str:
         target = os.path.join(tmp, "model")
         os.makedirs(target)
         write(target)
+        for root, _, files in os.walk(target):
+            for name in files:
+                _fsync(os.path.join(root, name))
+            _fsync(root)
         if os.path.exists(path):
-            shutil.rmtree(path)
+            os.replace(path, os.path.join(tmp, "old"))
         os.replace(target, path)
+        _fsync(parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

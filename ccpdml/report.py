@@ -26,7 +26,7 @@ import os
 import numpy as np
 import yaml
 
-from ccpdml.dotted_keys import dotted_leaves
+from ccpdml.dotted_keys import dotted_leaves, with_added_keys
 from ccpdml.paper_results import PAPER_RESULTS
 
 KEYS = ("precision_at_1", "r_precision", "map_at_r")
@@ -40,7 +40,7 @@ def _load_run(dirpath: str) -> dict:
     config_path = os.path.join(dirpath, "config.yaml")
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as handle:
-            config = dotted_leaves(yaml.safe_load(handle) or {})
+            config = with_added_keys(dotted_leaves(yaml.safe_load(handle) or {}))
     name = metrics.get("experiment") or (config or {}).get("name") or os.path.basename(dirpath)
     return {"path": dirpath, "name": name, "metrics": metrics, "config": config}
 

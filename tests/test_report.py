@@ -88,6 +88,19 @@ def test_seeds_merge_but_other_overrides_get_their_own_row(tmp_path, capsys):
     )
 
 
+def test_a_run_older_than_a_config_key_merges_with_its_default(tmp_path):
+    """config.yaml of a run written before `training.mixed_precision` / `distribute.
+    startup_timeout` existed: the same configuration as a newer run at their defaults."""
+    root = str(tmp_path)
+    newer = {**CONFIG, "training": {**CONFIG["training"], "mixed_precision": "float32"}}
+    newer["distribute"] = {"startup_timeout": 300.0}
+    _run(root, "old", _metrics(0.80), CONFIG)
+    _run(root, "new", _metrics(0.84), newer, seed=1)
+    _run(root, "bf16", _metrics(0.70), {**newer, "training": {"mixed_precision": "mixed_bfloat16"}})
+    groups = group_runs(collect_runs(root))
+    assert sorted(len(g["runs"]) for g in groups) == [1, 2]
+
+
 def test_runs_without_config_are_never_merged(tmp_path):
     root = str(tmp_path)
     _run(root, "x", _metrics(0.6))

@@ -39,8 +39,12 @@ _TASK = re.compile(r"/job:(?:worker|chief)/replica:\d+/task:(\d+)")
 
 
 def _own_index() -> int:
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return int(task.get("index", 0))
+    """This process's row in `worker_addresses()` (the chief first, then the workers), as
+    `agreement.per_worker` numbers the workers."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    chiefs = len(config.get("cluster", {}).get("chief", []))
+    return int(task.get("index", 0)) + (chiefs if task.get("type", "worker") != "chief" else 0)
 
 
 def join_cluster(make_strategy, timeout: float):

@@ -66,8 +66,11 @@ def _train_function(model, strategy):
             loss = ops.cast(loss_fn(y, y_pred), "float32")
             if model.losses:
                 loss = loss + scale_for_replicas(ops.cast(ops.sum(model.losses), "float32"))
+            # As Keras' train_step: a loss-scaling optimizer (mixed_float16) scales the loss
+            # here and unscales the gradients in apply; other optimizers return it unchanged.
+            scaled = model.optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled, variables)
         model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return loss
 

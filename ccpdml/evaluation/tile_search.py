@@ -86,7 +86,12 @@ def tile_threads(workers):
             workers = workers or 1
         else:
             limits = threadpool_limits(limits=1, user_api="blas")
-            workers = workers or max([1, *limits.get_original_num_threads().values()])
+            # None: a BLAS threadpoolctl cannot see or limit (e.g. Apple Accelerate)
+            counts = [n for n in limits.get_original_num_threads().values() if n]
+            if not counts and workers is None:  # its own threads then; tiles in order
+                limits.restore_original_limits()
+                limits, workers = None, 1
+            workers = workers or max([1, *counts])
     try:
         if workers <= 1:
             yield _run_sequential

@@ -14,7 +14,7 @@ import yaml
 
 from ccpdml.atomic import atomic_write_bytes
 from ccpdml.config import config_to_dict, dump_config
-from ccpdml.dotted_keys import dotted_leaves
+from ccpdml.dotted_keys import dotted_leaves, with_added_keys
 from ccpdml.train.precision import check_precision_change
 
 CHANGES_LOG = "changes.log"
@@ -31,8 +31,9 @@ FIXED = (
 
 
 def config_changes(previous: dict, current: dict) -> list[tuple[str, object, object]]:
-    """[(dotted key, previous value, current value)] of every leaf that differs."""
-    old, new = dotted_leaves(previous), dotted_leaves(current)
+    """[(dotted key, previous value, current value)] of every leaf that differs (a key the
+    previous config predates counts as its default, `dotted_keys.ADDED_KEYS`)."""
+    old, new = with_added_keys(dotted_leaves(previous)), dotted_leaves(current)
     missing = object()
     return [
         (key, old.get(key), new.get(key))

@@ -22,15 +22,16 @@ def _query_progress(done, total) -> None:
     _log(f"retrieval metrics: {done}/{total} queries")
 
 
-def split_metrics(embeddings, data, eval_cfg) -> dict:
+def split_metrics(embeddings, data, eval_cfg, query_progress=True) -> dict:
     """Retrieval metrics of test-split embeddings: query vs gallery when the dataset has a query
-    block (In-Shop), otherwise leave-one-out over the whole split."""
+    block (In-Shop), otherwise leave-one-out over the whole split. `query_progress`: log the
+    queries done (off where the caller logs its own progress, e.g. per combination)."""
     labels = data.test.labels
     kwargs = dict(
         ks=tuple(eval_cfg.ks),
         nmi=eval_cfg.nmi,
         chunk_size=eval_cfg.chunk_size,
-        progress=_query_progress,
+        progress=_query_progress if query_progress else None,
     )
     return query_gallery_metrics(embeddings, labels, data.test_query_count, **kwargs)
 
@@ -84,7 +85,8 @@ def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
     ]
     fold_metrics = [[by_key[(f, r)]["test"] for r in repeats] for f in folds]
     started = last = time.monotonic()
-    step = max(1, min(MAX_COMBINATIONS, len(repeats) ** len(folds)) // 10)
+    total = min(MAX_COMBINATIONS, len(repeats) ** len(folds))
+    step, single = max(1, total // 10), total == 1
 
     def progress(done, total):
         # every 10 %, and at least every 30 s when single combinations are slow (SOP scale)
@@ -100,7 +102,8 @@ def evaluate_test(config, run, data, results, input_shape, log=print) -> dict:
     combos = cross_repeat_metrics(
         embeddings,
         fold_metrics,
-        lambda joined: split_metrics(joined, data, config.evaluation),
+        # one combination: its queries are the progress; several: `progress` per combination
+        lambda joined: split_metrics(joined, data, config.evaluation, query_progress=single),
         seed=config.seed,
         progress=progress,
     )

@@ -77,3 +77,17 @@ def test_watchdog_leaves_a_process_that_joined_in_time():
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.parametrize(("task", "row"), [("chief", 0), ("worker", 1), ("worker", 2)])
+def test_own_row_counts_the_chief_first(monkeypatch, task, row):
+    """With a `chief` job, worker i is row i + 1 of the addresses the messages name."""
+    from ccpdml.distribute import liveness
+    from ccpdml.distribute.agreement import worker_addresses
+
+    cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"]}
+    index = 0 if task == "chief" else row - 1
+    tf_config = {"cluster": cluster, "task": {"type": task, "index": index}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert liveness._own_index() == row
+    assert worker_addresses()[row] == f"127.0.0.1:{row + 1}"

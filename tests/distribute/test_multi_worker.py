@@ -17,7 +17,7 @@ from ccpdml.losses import CCPLoss, ContrastiveLoss
 TIMEOUT = 300
 
 
-def _model_and_data(strategy):
+def _model_and_data(strategy, optimizer=None):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(16, 5)).astype("float32")
     y = np.tile(np.arange(4, dtype="int32"), 4)
@@ -32,7 +32,7 @@ def _model_and_data(strategy):
         for anchor, w in zip(state.anchors, state.network_variables, strict=True):
             anchor.assign(w)
         loss = CCPLoss(ContrastiveLoss(neg_margin=0.9), state, in_batch_weight=0.5)
-        model.compile(optimizer=keras.optimizers.SGD(0.3), loss=loss)
+        model.compile(optimizer=optimizer() if optimizer else keras.optimizers.SGD(0.3), loss=loss)
     return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
 
 
@@ -70,6 +70,30 @@ def test_loop_equals_model_fit_under_mirrored():
     assert recorder.events[0] == "train_begin"
     assert recorder.events[-1] == "train_end"
     assert [e[1] for e in recorder.events[1:-1]] == [0, 1]
+
+
+def test_loop_scales_the_loss_as_model_fit_does():
+    """mixed_float16 wraps the optimizer in a loss-scaling one (scale 2^15 at first): the loop
+    must scale the loss before the gradient, as Keras' train_step does, or every update
+    shrinks by the scale."""
+    from ccpdml.optimizers.loss_scale import ReplicaSafeLossScaleOptimizer
+
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+
+    def optimizer():
+        return ReplicaSafeLossScaleOptimizer(keras.optimizers.SGD(0.3))
+
+    model, ds = _model_and_data(strategy, optimizer)
+    start = [w.copy() for w in model.get_weights()]
+    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+    expected = model.get_weights()
+    model, ds = _model_and_data(strategy, optimizer)
+    fit_multi_worker(model, ds, steps_per_epoch=2, epochs=1)
+    for w, e in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
+    assert max(np.abs(e - s).max() for e, s in zip(expected, start, strict=True)) > 1e-2
 
 
 def test_initial_epoch_and_stop_training():

@@ -49,6 +49,30 @@ def test_worker_threads_give_the_same_neighbours(workers):
     np.testing.assert_array_equal(got, _reference(q, x, k[:500]))
 
 
+def test_a_blas_threadpoolctl_cannot_see_runs_the_tiles_in_order(monkeypatch):
+    """threadpoolctl reports None threads for a BLAS it has no controller for (Apple
+    Accelerate): the tiles then run in order on that BLAS's own threads, same neighbours."""
+    import threadpoolctl
+
+    class Invisible:
+        restored = 0
+
+        def __init__(self, **kwargs):
+            pass
+
+        def get_original_num_threads(self):
+            return {"blas": None}
+
+        def restore_original_limits(self):
+            Invisible.restored += 1
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", Invisible)
+    x = _data(300, 8, 13)
+    got = exact_top_k(x, None, 5, symmetric=True, block=64)
+    np.testing.assert_array_equal(got, _reference(x, x, np.array(5), exclude=np.arange(300)))
+    assert Invisible.restored == 1
+
+
 def test_query_gallery_with_exclude_matches_reference():
     q, r = _data(300, 6, 2), _data(900, 6, 3)
     exclude = np.random.default_rng(4).integers(-1, 900, 300)
