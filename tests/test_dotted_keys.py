@@ -1,12 +1,16 @@
 """`dotted_keys.ADDED_KEYS`: the defaults that stand for config keys older runs lack."""
 
-from ccpdml.config import config_from_dict, config_to_dict
+import os
+
+from ccpdml.config import config_to_dict, load_config
 from ccpdml.dotted_keys import ADDED_KEYS, dotted_leaves
 from ccpdml.train.checks import config_changes
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def _defaults():
-    return config_to_dict(config_from_dict({"name": "x", "data": {"name": "digit_pairs"}}))
+    return config_to_dict(load_config(os.path.join(ROOT, "experiments", "digits_contrastive.yaml")))
 
 
 def test_added_keys_are_the_schema_defaults():

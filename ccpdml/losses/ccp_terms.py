@@ -21,9 +21,11 @@ import tensorflow as tf
 CCP_TERMS = ("in_batch", "proxy", "proximal")
 
 
-# Per thread: the latest record (graph or None, y_pred, terms) and the `local_batch` tensor. One
-# record is enough: the graph and the `y_pred` tensor identify the computation, hence the loss.
+# Per thread: the latest records [(graph or None, y_pred, terms)] and the `local_batch` tensor.
+# The graph and the `y_pred` tensor identify the computation, hence the loss; a model with
+# several CCP outputs makes one record per output in a step, all read after the last one.
 _LATEST = threading.local()
+_KEEP = 16  # records kept per thread (the newest)
 
 
 def _graph():
@@ -47,19 +49,21 @@ def record_terms(y_pred, terms):
     """Keep `terms` ({"in_batch", "proxy", "proximal"}) as the CCP loss's computation on `y_pred`
     (or on the `local_batch` tensor it was made from)."""
     local = getattr(_LATEST, "local", None)
-    _LATEST.entry = (_graph(), y_pred if local is None else local, dict(terms))
+    entries = getattr(_LATEST, "entries", [])
+    _LATEST.entries = [
+        *entries[-(_KEEP - 1) :],
+        (_graph(), y_pred if local is None else local, dict(terms)),
+    ]
 
 
 def recorded_terms(y_pred):
     """The terms the CCP loss recorded for its computation on `y_pred` in this thread and in the
     graph being traced (eagerly: outside any graph), or None."""
-    entry = getattr(_LATEST, "entry", None)
-    if entry is None:
-        return None
-    graph, seen, terms = entry
-    if graph is not _graph() or seen is not y_pred:
-        return None
-    return terms
+    graph = _graph()
+    for recorded_graph, seen, terms in reversed(getattr(_LATEST, "entries", [])):
+        if recorded_graph is graph and seen is y_pred:
+            return terms
+    return None
 
 
 @keras.saving.register_keras_serializable(package="ccpdml")

@@ -230,13 +230,14 @@ def test_two_ccp_outputs_each_log_their_own_terms_under_mirrored():
             metrics=[loss_term_metrics(loss) for loss in losses],
         )
     x, y = _data()
-    embeddings = model(x)
+    expected = [  # the terms of the step's loss: weights and proxies before the update
+        {k: float(v) for k, v in loss.components(y, emb).items()}
+        for loss, emb in zip(losses, model(x), strict=True)
+    ]
+    assert expected[1]["proximal"] > 2 * expected[0]["proximal"] > 0  # a mix-up would show
     ds = tf.data.Dataset.from_tensor_slices((x, (y, y))).batch(N)
     history = model.fit(ds, epochs=1, verbose=0).history
-    for head, loss, emb in zip("ab", losses, embeddings, strict=True):
-        expected = {k: float(v) for k, v in loss.components(y, emb).items()}
-        for name, value in expected.items():
+    for head, terms in zip("ab", expected, strict=True):
+        for name, value in terms.items():
             (key,) = [k for k in history if k.endswith(f"ccp_{name}") and f"_{head}_" in k]
             assert history[key][0] == pytest.approx(value, rel=1e-5), key
-    proximal = [float(loss.components(y, e)["proximal"]) for loss, e in zip(losses, embeddings, strict=True)]  # fmt: skip
-    assert proximal[1] > 2 * proximal[0] > 0  # the heads' terms differ, so a mix-up shows
