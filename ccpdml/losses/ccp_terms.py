@@ -48,12 +48,11 @@ def local_batch(y_pred):
 def record_terms(y_pred, terms):
     """Keep `terms` ({"in_batch", "proxy", "proximal"}) as the CCP loss's computation on `y_pred`
     (or on the `local_batch` tensor it was made from)."""
-    local = getattr(_LATEST, "local", None)
-    entries = getattr(_LATEST, "entries", [])
-    _LATEST.entries = [
-        *entries[-(_KEEP - 1) :],
-        (_graph(), y_pred if local is None else local, dict(terms)),
-    ]
+    local, graph = getattr(_LATEST, "local", None), _graph()
+    # Only this graph's records are kept: an older trace's are never read again, and keeping
+    # them would keep its graph alive.
+    kept = [e for e in getattr(_LATEST, "entries", []) if e[0] is graph][-(_KEEP - 1) :]
+    _LATEST.entries = [*kept, (graph, y_pred if local is None else local, dict(terms))]
 
 
 def recorded_terms(y_pred):
