@@ -17,7 +17,7 @@ per call, which cost a few per cent of the training pipeline's CPU per image
     split = Split(labels, source, name="sop/train")       # images streamed from disk
 
 `read(rows)` is the graph form (int64 tensor [n] → tf.string [n], one `tf.numpy_function` per
-batch: the records are fetched by the data source's parallel reader, parsed by
+batch: the records are fetched by the parts' batch reads, parsed by
 `tf.io.parse_example`); `__getitem__` / iteration give the image bytes in Python.
 """
 
